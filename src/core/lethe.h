@@ -1,0 +1,93 @@
+/* lethe.h — the swapper, for programs that link Lethe directly (lethe-bench, the tests,
+ * liblethe.so itself).
+ *
+ * lethe_start() builds everything from a config: the managed region and its vCPUs (src/fault),
+ * the page table, the frames and shards, the transport channels (src/rdma) and, with
+ * reclaim = rebalancer, the rebalancer thread. Memory from lethe_extent_alloc() lives in the
+ * region: it may be swapped out at any time and is faulted back in on touch.
+ *
+ * Thread safety: every function may be called from any application thread, except
+ * lethe_stop(), which must be the last call and must not race with other calls.
+ */
+#ifndef LETHE_LETHE_H
+#define LETHE_LETHE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/config.h"
+
+struct lethe;
+
+/* Every counter Lethe keeps. Counted per vCPU (no shared cache lines) and summed on read. */
+struct lethe_stats {
+    /* fault path */
+    uint64_t faults;             /* all faults served */
+    uint64_t demand_zero;        /* first touch of a page: zero-filled */
+    uint64_t swap_ins;           /* page read back from the memory node */
+    uint64_t soft_hits;          /* soft-unmapped page mapped back ("cache hit") */
+    uint64_t fault_waits;        /* faults on a page another vCPU was bringing in or out */
+    uint64_t fault_retries;      /* faults retried because the application changed mappings */
+    /* eviction */
+    uint64_t swap_outs;          /* dirty pages written back */
+    uint64_t clean_drops;        /* clean pages with a valid remote copy: dropped, no write */
+    uint64_t fresh_discards;     /* pages never written: discarded */
+    uint64_t reactive_evictions; /* evictions in the fault path (no free frame) */
+    uint64_t proactive_evictions;/* evictions by the rebalancer under the reserve */
+    uint64_t promotions;         /* inactive -> active (referenced while inactive) */
+    uint64_t demotions;          /* active -> inactive (soft-unmapped) */
+    uint64_t released_pages;     /* pages the application gave back */
+    /* rebalancer */
+    uint64_t rebalancer_cycles;
+    uint64_t shard_skips;        /* shards found busy and skipped by the rebalancer */
+    uint64_t period_us;          /* current period */
+    uint64_t pressure_events;    /* cycles that halved the period */
+    uint64_t relax_events;       /* increases of the period */
+    /* cache state */
+    uint64_t frames;             /* cache_size / page size */
+    uint64_t free_frames;
+    uint64_t active_pages;
+    uint64_t inactive_pages;
+    uint64_t remote_pages;       /* pages whose only copy is remote */
+    uint64_t remote_slots_used;
+    uint64_t region_pages;
+    uint64_t metadata_bytes;     /* page table + frames + shards */
+    /* transfer latency (swap-in, ns, from the transport's read to the page installed) */
+    uint64_t swap_in_ns_total;
+};
+
+/* Per-shard view for /stats. */
+struct lethe_shard_stats {
+    uint64_t faults;
+    uint64_t free_frames;
+    uint64_t active;
+    uint64_t inactive;
+};
+
+/* Starts the runtime. The config is copied. Returns 0 or a negative errno (logged). */
+int lethe_start(const struct lethe_config *cfg, struct lethe **out);
+/* Stops everything; region memory is gone afterwards. */
+void lethe_stop(struct lethe *l);
+
+/* Page-granular extents in the region (the jemalloc extent hooks and lethe-bench use these).
+ * size and align are multiples of the page size (align may be 0). Returns NULL when the
+ * region is exhausted. Fresh extents read as zeros. */
+void *lethe_extent_alloc(struct lethe *l, size_t size, size_t align);
+/* Gives an extent back: its pages lose their content, frames and remote slots. */
+void lethe_extent_free(struct lethe *l, void *addr, size_t size);
+/* Keeps the extent but discards its content (the next touch reads zeros). */
+void lethe_extent_purge(struct lethe *l, void *addr, size_t size);
+int lethe_in_region(const struct lethe *l, const void *addr);
+
+void lethe_get_stats(struct lethe *l, struct lethe_stats *out);
+unsigned lethe_shard_count(const struct lethe *l);
+void lethe_get_shard_stats(struct lethe *l, unsigned shard, struct lethe_shard_stats *out);
+/* Grows or shrinks the local cache while running; shrinking evicts down to the new size.
+ * Returns 0 or a negative errno (-EINVAL beyond the frames the parking area was sized for). */
+int lethe_set_cache_size(struct lethe *l, uint64_t bytes);
+/* "delivery=thread move=UFFDIO_MOVE dirty=PAGEMAP_SCAN transport=shm ..." */
+const char *lethe_paths(const struct lethe *l);
+/* The run's summary, human readable, several lines. */
+void lethe_print_summary(struct lethe *l, FILE *out);
+
+#endif

@@ -1,0 +1,159 @@
+/* transport.c — the public transport objects and the dispatch to each kind's ops table.
+ * Range checks live here, once, so that no kind can be asked for a slot it was not granted. */
+#include "rdma/transport_impl.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+static const struct lethe_transport_ops *ops_for(enum lethe_transport_kind kind)
+{
+    switch (kind) {
+    case LETHE_TRANSPORT_LOCAL:
+        return &lethe_transport_local_ops;
+    case LETHE_TRANSPORT_SHM:
+        return &lethe_transport_shm_ops ? &lethe_transport_shm_ops : NULL;
+    case LETHE_TRANSPORT_TCP:
+        return &lethe_transport_tcp_ops ? &lethe_transport_tcp_ops : NULL;
+    case LETHE_TRANSPORT_VERBS:
+        return &lethe_transport_verbs_ops ? &lethe_transport_verbs_ops : NULL;
+    }
+    return NULL;
+}
+
+int lethe_transport_open(const struct lethe_transport_params *p, struct lethe_transport **out)
+{
+    const struct lethe_transport_ops *ops = ops_for(p->kind);
+    if (!ops) {
+        lethe_error("transport %s is not built into this Lethe", lethe_transport_name(p->kind));
+        return -ENOTSUP;
+    }
+    struct lethe_transport *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    t->ops = ops;
+    t->params = *p;
+    if (p->kind == LETHE_TRANSPORT_LOCAL)
+        snprintf(t->describe, sizeof(t->describe), "local");
+    else
+        snprintf(t->describe, sizeof(t->describe), "%s %s", ops->name, p->node);
+    int rc = ops->open(t);
+    if (rc < 0) {
+        free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+void lethe_transport_close(struct lethe_transport *t)
+{
+    if (!t)
+        return;
+    t->ops->close(t);
+    free(t);
+}
+
+uint64_t lethe_transport_pages(const struct lethe_transport *t)
+{
+    return t->pages;
+}
+
+const char *lethe_transport_describe(const struct lethe_transport *t)
+{
+    return t->describe;
+}
+
+int lethe_channel_open(struct lethe_transport *t, unsigned vcpu, struct lethe_channel **out)
+{
+    struct lethe_channel *ch = calloc(1, sizeof(*ch));
+    if (!ch)
+        return -ENOMEM;
+    ch->t = t;
+    ch->vcpu = vcpu;
+    int rc = t->ops->channel_open(ch);
+    if (rc < 0) {
+        lethe_error("%s: cannot open channel for vCPU %u: %s", t->describe, vcpu,
+                    ch->error[0] ? ch->error : strerror(-rc));
+        free(ch);
+        return rc;
+    }
+    *out = ch;
+    return 0;
+}
+
+void lethe_channel_close(struct lethe_channel *ch)
+{
+    if (!ch)
+        return;
+    ch->t->ops->channel_close(ch);
+    free(ch);
+}
+
+void lethe_channel_set_error(struct lethe_channel *ch, const char *fmt, ...)
+{
+    int n = snprintf(ch->error, sizeof(ch->error), "%s: ", ch->t->describe);
+    if (n < 0 || (size_t)n >= sizeof(ch->error))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ch->error + n, sizeof(ch->error) - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+const char *lethe_channel_error(const struct lethe_channel *ch)
+{
+    return ch->error[0] ? ch->error : "no error";
+}
+
+static int check_slots(struct lethe_channel *ch, const uint64_t *slots, unsigned n)
+{
+    if (n == 0)
+        return 0;
+    if (ch->t->params.max_batch && n > ch->t->params.max_batch) {
+        lethe_channel_set_error(ch, "batch of %u pages exceeds max_batch %u", n,
+                                ch->t->params.max_batch);
+        return -E2BIG;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (slots[i] >= ch->t->pages) {
+            lethe_channel_set_error(ch, "slot %llu is beyond the %llu slots granted",
+                                    (unsigned long long)slots[i],
+                                    (unsigned long long)ch->t->pages);
+            return -ERANGE;
+        }
+    }
+    return 0;
+}
+
+int lethe_channel_read_batch(struct lethe_channel *ch, const uint64_t *slots, void *const *pages,
+                             unsigned n)
+{
+    int rc = check_slots(ch, slots, n);
+    if (rc < 0 || n == 0)
+        return rc;
+    return ch->t->ops->read_batch(ch, slots, pages, n);
+}
+
+int lethe_channel_write_batch(struct lethe_channel *ch, const uint64_t *slots,
+                              const void *const *pages, unsigned n)
+{
+    int rc = check_slots(ch, slots, n);
+    if (rc < 0 || n == 0)
+        return rc;
+    return ch->t->ops->write_batch(ch, slots, pages, n);
+}
+
+int lethe_channel_read(struct lethe_channel *ch, uint64_t slot, void *page)
+{
+    return lethe_channel_read_batch(ch, &slot, &page, 1);
+}
+
+int lethe_channel_write(struct lethe_channel *ch, uint64_t slot, const void *page)
+{
+    return lethe_channel_write_batch(ch, &slot, &page, 1);
+}

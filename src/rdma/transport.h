@@ -1,0 +1,69 @@
+/* transport.h — remote memory behind one interface: local, shm, tcp and verbs.
+ *
+ * A transport connects this process to its memory node(s) and holds one remote region of
+ * `remote_size` bytes there, seen as an array of page slots 0 .. remote_pages-1. Slot
+ * allocation is the core's business; the transport only moves pages. Each vCPU opens its
+ * own channel (its own socket, QP or shm mapping view, its own buffers), so channels need no
+ * locking between vCPUs; a channel is used by one thread at a time.
+ *
+ * Errors are negative errnos. When an operation fails, lethe_channel_error() describes why
+ * in words that name the node ("memnode 127.0.0.1:7400: connection closed by peer while
+ * reading slot 812"); the core adds the page and stops the program. A transport never
+ * returns a page it did not verifiably read: short reads, wrong request ids, out-of-range
+ * replies are errors, not zeros.
+ *
+ * Kinds:
+ *  - local: remote memory is an anonymous mapping in this process (tests, overhead runs).
+ *  - shm:   the memory node hands over its region as a memfd on its Unix socket; reads and
+ *           writes are memcpy, no memory-node CPU in the data path. shm_delay adds a busy
+ *           wait per operation to stand in for a NIC's latency.
+ *  - tcp:   docs/PROTOCOL.md; one connection per channel, pipelined batches.
+ *  - verbs: RDMA CM connection per channel, one-sided READ/WRITE from registered staging.
+ */
+#ifndef LETHE_TRANSPORT_H
+#define LETHE_TRANSPORT_H
+
+#include <stdint.h>
+
+#include "core/config.h"
+
+struct lethe_transport;
+struct lethe_channel;
+
+struct lethe_transport_params {
+    enum lethe_transport_kind kind;
+    /* Node address: host:port for tcp and verbs, a Unix socket path for shm; unused by local.
+     * (Several nodes come later: the interface keeps the slot space flat.) */
+    char node[LETHE_ADDR_MAX];
+    uint64_t remote_size;          /* bytes asked of the node */
+    char token[128];               /* shared secret, NUL-terminated; may be empty for local */
+    uint64_t shm_delay_us;
+    uint64_t connect_timeout_us;
+    unsigned max_batch;            /* largest batch a channel will be given (pages) */
+};
+
+/* Connects (authenticating) and obtains the remote region. Fails with a logged reason when
+ * the node is unreachable, refuses the token, or has too little capacity left; for verbs,
+ * when there is no RDMA device ("no RDMA device found (ibv_get_device_list returned none)").
+ */
+int lethe_transport_open(const struct lethe_transport_params *p, struct lethe_transport **out);
+void lethe_transport_close(struct lethe_transport *t);
+uint64_t lethe_transport_pages(const struct lethe_transport *t);
+/* "shm /tmp/lethe-memnode.sock", "tcp 127.0.0.1:7400", "local", ... */
+const char *lethe_transport_describe(const struct lethe_transport *t);
+
+int lethe_channel_open(struct lethe_transport *t, unsigned vcpu, struct lethe_channel **out);
+void lethe_channel_close(struct lethe_channel *ch);
+
+/* One page between remote slot and local memory (page-aligned, outside the region). */
+int lethe_channel_read(struct lethe_channel *ch, uint64_t slot, void *page);
+int lethe_channel_write(struct lethe_channel *ch, uint64_t slot, const void *page);
+/* n pages at once (n <= max_batch); all succeed or the call fails. */
+int lethe_channel_read_batch(struct lethe_channel *ch, const uint64_t *slots, void *const *pages,
+                             unsigned n);
+int lethe_channel_write_batch(struct lethe_channel *ch, const uint64_t *slots,
+                              const void *const *pages, unsigned n);
+/* Why the last operation on this channel failed, naming the node. */
+const char *lethe_channel_error(const struct lethe_channel *ch);
+
+#endif

@@ -1,0 +1,51 @@
+/* transport_impl.h — what a transport kind implements (internal to src/rdma).
+ *
+ * transport.c owns the public objects and dispatches to one ops table per kind. A kind keeps
+ * its own state behind `priv` pointers. A kind that is not built in (or not yet written) has
+ * a NULL table and lethe_transport_open() fails with -ENOTSUP and a message saying so.
+ */
+#ifndef LETHE_TRANSPORT_IMPL_H
+#define LETHE_TRANSPORT_IMPL_H
+
+#include "rdma/transport.h"
+
+struct lethe_transport {
+    const struct lethe_transport_ops *ops;
+    struct lethe_transport_params params;
+    uint64_t pages;      /* remote slots granted by the node */
+    char describe[LETHE_ADDR_MAX + 16];
+    void *priv;
+};
+
+struct lethe_channel {
+    struct lethe_transport *t;
+    unsigned vcpu;
+    char error[256];     /* why the last operation failed, naming the node */
+    void *priv;
+};
+
+struct lethe_transport_ops {
+    const char *name;
+    /* Connect, authenticate, obtain the region; set t->pages and t->priv. */
+    int (*open)(struct lethe_transport *t);
+    void (*close)(struct lethe_transport *t);
+    int (*channel_open)(struct lethe_channel *ch);
+    void (*channel_close)(struct lethe_channel *ch);
+    /* Slots are checked against t->pages by transport.c before these run. */
+    int (*read_batch)(struct lethe_channel *ch, const uint64_t *slots, void *const *pages,
+                      unsigned n);
+    int (*write_batch)(struct lethe_channel *ch, const uint64_t *slots, const void *const *pages,
+                       unsigned n);
+};
+
+extern const struct lethe_transport_ops lethe_transport_local_ops;
+/* Defined by shm.c, tcp.c, verbs.c; weak so the runtime links while a kind is missing. */
+extern const struct lethe_transport_ops lethe_transport_shm_ops __attribute__((weak));
+extern const struct lethe_transport_ops lethe_transport_tcp_ops __attribute__((weak));
+extern const struct lethe_transport_ops lethe_transport_verbs_ops __attribute__((weak));
+
+/* Records why the last operation failed (printf-style), prefixed by the node's description. */
+void lethe_channel_set_error(struct lethe_channel *ch, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif
