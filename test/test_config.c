@@ -957,8 +957,45 @@ Test(lethed, version_and_help)
     free_run(&r);
     r = run_lethed("--help");
     cr_assert_eq(r.status, 0);
-    cr_assert_not_null(strstr(r.out, "usage: lethed -c FILE [--check] [--] [command args...]"));
+    cr_assert_not_null(strstr(
+        r.out, "usage: lethed -c FILE [--set SECTION.KEY=VALUE]... [--check] [--] [command args...]"));
     cr_assert_not_null(strstr(r.out, "--config FILE"));
+    free_run(&r);
+}
+
+Test(lethed, set_overrides_a_key_and_is_validated)
+{
+    char args[512];
+    snprintf(args, sizeof(args), "--check -c '%s/conf/lethe.conf' --set cache.cache_size=64M",
+             LETHE_SOURCE_DIR);
+    struct run r = run_lethed(args);
+    cr_assert_eq(r.status, 0, "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.out, "cache_size = 64M"), "stdout: %s", r.out);
+    free_run(&r);
+
+    snprintf(args, sizeof(args), "--check -c '%s/conf/lethe.conf' --set cache.cache_size=64X",
+             LETHE_SOURCE_DIR);
+    r = run_lethed(args);
+    cr_assert_eq(r.status, 2);
+    cr_assert_not_null(
+        strstr(r.err, "--set cache.cache_size=64X: cache_size: '64X' is not a size (use K, M or G)"),
+        "stderr: %s", r.err);
+    free_run(&r);
+
+    snprintf(args, sizeof(args), "--check -c '%s/conf/lethe.conf' --set cache.cache_size=64G",
+             LETHE_SOURCE_DIR);
+    r = run_lethed(args);
+    cr_assert_eq(r.status, 2);
+    cr_assert_not_null(strstr(r.err, "cache_size: 64G is larger than region_size 16G"),
+                       "stderr: %s", r.err);
+    free_run(&r);
+
+    snprintf(args, sizeof(args), "--check -c '%s/conf/lethe.conf' --set cache_size=1M",
+             LETHE_SOURCE_DIR);
+    r = run_lethed(args);
+    cr_assert_eq(r.status, 2);
+    cr_assert_not_null(strstr(r.err, "--set cache_size=1M: expected SECTION.KEY=VALUE"),
+                       "stderr: %s", r.err);
     free_run(&r);
 }
 
