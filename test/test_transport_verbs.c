@@ -1,0 +1,198 @@
+/* test_transport_verbs.c — the verbs transport and the memnode's RDMA CM listener.
+ *
+ * Without an RDMA device (these machines): both sides fail at start-up with a message that
+ * says so. With one (rdma-vm, soft-RoCE; the node must listen on the device's address, taken
+ * from RDMA_VM_IP): the checks every transport passes, run end to end over RDMA, plus a
+ * connect with a forged region proof, refused by the node. */
+#include <fcntl.h>
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+
+#include "core/log.h"
+#include "transport_checks.h"
+
+static bool have_rdma_device(void)
+{
+    int n = 0;
+    struct ibv_device **l = ibv_get_device_list(&n);
+    if (l)
+        ibv_free_device_list(l);
+    return l && n > 0;
+}
+
+static char logpath[128];
+
+/* Sends this process's log lines to a file the test can read. */
+static void capture_log(void)
+{
+    snprintf(logpath, sizeof(logpath), "/tmp/lethe-verbs-test-%d.log", getpid());
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(fd, 0);
+    lethe_log_set_fd(fd);
+}
+
+static bool log_has(const char *needle)
+{
+    FILE *f = fopen(logpath, "r");
+    char line[1024];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static void drop_log(void)
+{
+    lethe_log_set_fd(2);
+    unlink(logpath);
+}
+
+Test(verbs_no_device, opening_the_transport_fails_saying_there_is_no_rdma_device,
+     .init = capture_log, .fini = drop_log)
+{
+    if (have_rdma_device())
+        cr_skip_test("an RDMA device exists here; the end-to-end tests cover it");
+    struct lethe_transport_params p =
+        tc_params(LETHE_TRANSPORT_VERBS, "127.0.0.1:7400", "token", 1 << 20);
+    struct lethe_transport *t;
+    cr_assert_eq(lethe_transport_open(&p, &t), -ENODEV);
+    cr_assert(log_has("verbs: no RDMA device found (ibv_get_device_list returned none); "
+                      "use transport = shm or tcp"));
+    cr_assert(log_has("verbs 127.0.0.1:7400"), "the message names the node");
+}
+
+Test(verbs_no_device, a_memnode_with_rdma_listen_fails_to_start_saying_why)
+{
+    if (have_rdma_device())
+        cr_skip_test("an RDMA device exists here; the end-to-end tests cover it");
+    struct mn_proc m;
+    struct mn_opts o = {.extra = "rdma_listen = 127.0.0.1:0\n"};
+    cr_assert_lt(mn_start(&m, &o), 0, "the node must not start");
+    cr_assert(mn_log_has(&m, "verbs: no RDMA device found (ibv_get_device_list returned none)"));
+    cr_assert(mn_log_has(&m, "rdma_listen = off"), "the message says what to do");
+    cr_assert_eq(access(m.sock, F_OK), -1, "no socket left behind");
+    mn_cleanup(&m);
+}
+
+/* ---- end to end, where a device exists ---- */
+
+static struct mn_proc node;
+
+static void start_rdma_node(void)
+{
+    if (!have_rdma_device())
+        return;
+    const char *ip = getenv("RDMA_VM_IP");
+    char extra[128];
+    snprintf(extra, sizeof(extra), "rdma_listen = %s:0\n", ip ? ip : "0.0.0.0");
+    struct mn_opts o = {.capacity = "32M", .extra = extra, .host = ip ? ip : "127.0.0.1"};
+    if (mn_start(&node, &o) < 0) {
+        mn_dump_log(&node);
+        cr_assert_fail("memnode with rdma_listen did not start");
+    }
+}
+
+static void stop_rdma_node(void)
+{
+    mn_cleanup(&node);
+}
+
+TestSuite(verbs_e2e, .init = start_rdma_node, .fini = stop_rdma_node, .timeout = 120);
+
+Test(verbs_e2e, pages_and_batches_round_trip_over_rdma)
+{
+    if (!have_rdma_device())
+        cr_skip_test("no RDMA device (run in rdma-vm)");
+    struct lethe_transport_params p =
+        tc_params(LETHE_TRANSPORT_VERBS, node.tcp, node.token, 4 << 20);
+    struct lethe_transport *t = tc_open(&p);
+    tc_round_trips(t);
+    lethe_transport_close(t);
+}
+
+Test(verbs_e2e, concurrent_channels_over_rdma)
+{
+    if (!have_rdma_device())
+        cr_skip_test("no RDMA device (run in rdma-vm)");
+    struct lethe_transport_params p =
+        tc_params(LETHE_TRANSPORT_VERBS, node.tcp, node.token, 1 << 20);
+    struct lethe_transport *t = tc_open(&p);
+    tc_concurrent_channels(t, 3, 5);
+    lethe_transport_close(t);
+}
+
+Test(verbs_e2e, a_connect_with_a_forged_proof_is_rejected)
+{
+    if (!have_rdma_device())
+        cr_skip_test("no RDMA device (run in rdma-vm)");
+    /* Hold a region legitimately, then connect RDMA CM with a proof from the wrong key. */
+    struct lethe_mnc c;
+    struct lethe_mnc_region r;
+    char err[LETHE_MNC_ERR];
+    cr_assert_eq(lethe_mnc_connect(&c, node.tcp, 2000000, err), 0, "%s", err);
+    cr_assert_eq(lethe_mnc_handshake(&c, node.token, 2000000, err), 0, "%s", err);
+    cr_assert_eq(lethe_mnc_alloc(&c, 1 << 20, LETHE_F_ALLOC_RDMA, &r, err), 0, "%s", err);
+    cr_assert_neq(r.rdma_port, 0);
+
+    struct rdma_event_channel *ec = rdma_create_event_channel();
+    struct rdma_cm_id *id;
+    cr_assert_eq(rdma_create_id(ec, &id, NULL, RDMA_PS_TCP), 0);
+    char host[64], port[16];
+    cr_assert_eq(lethe_split_hostport(node.tcp, host, sizeof(host), port, sizeof(port)), 0);
+    snprintf(port, sizeof(port), "%u", r.rdma_port);
+    struct rdma_addrinfo hints = {.ai_port_space = RDMA_PS_TCP}, *res;
+    cr_assert_eq(rdma_getaddrinfo(host, port, &hints, &res), 0);
+    cr_assert_eq(rdma_resolve_addr(id, NULL, res->ai_dst_addr, 2000), 0);
+    rdma_freeaddrinfo(res);
+    struct rdma_cm_event *ev;
+    cr_assert_eq(rdma_get_cm_event(ec, &ev), 0);
+    cr_assert_eq(ev->event, RDMA_CM_EVENT_ADDR_RESOLVED);
+    rdma_ack_cm_event(ev);
+    cr_assert_eq(rdma_resolve_route(id, 2000), 0);
+    cr_assert_eq(rdma_get_cm_event(ec, &ev), 0);
+    cr_assert_eq(ev->event, RDMA_CM_EVENT_ROUTE_RESOLVED);
+    rdma_ack_cm_event(ev);
+    struct ibv_qp_init_attr qa = {
+        .cap = {.max_send_wr = 1, .max_recv_wr = 1, .max_send_sge = 1, .max_recv_sge = 1},
+        .qp_type = IBV_QPT_RC};
+    cr_assert_eq(rdma_create_qp(id, NULL, &qa), 0);
+    uint8_t key[LETHE_REGION_KEY_LEN];
+    memcpy(key, r.key, sizeof(key));
+    key[3] ^= 0x40;
+    struct lethe_verbs_connect vc = {.region_id = r.id, .seq = 1};
+    lethe_auth_verbs_proof(key, r.id, 1, vc.proof);
+    uint8_t pd[LETHE_VERBS_CONNECT_LEN];
+    lethe_verbs_put_connect(pd, &vc);
+    struct rdma_conn_param cp = {.private_data = pd,
+                                 .private_data_len = sizeof(pd),
+                                 .initiator_depth = 1,
+                                 .responder_resources = 1,
+                                 .retry_count = 3};
+    cr_assert_eq(rdma_connect(id, &cp), 0);
+    cr_assert_eq(rdma_get_cm_event(ec, &ev), 0);
+    cr_assert_eq(ev->event, RDMA_CM_EVENT_REJECTED, "got %s", rdma_event_str(ev->event));
+    cr_assert_eq(
+        lethe_verbs_get_reject(ev->param.conn.private_data, ev->param.conn.private_data_len),
+        EPERM);
+    rdma_ack_cm_event(ev);
+    rdma_destroy_qp(id);
+    rdma_destroy_id(id);
+    rdma_destroy_event_channel(ec);
+    lethe_mnc_close(&c);
+    cr_assert_geq(tc_node_stat(&node, LETHE_STAT_AUTH_FAILURES), 1);
+}
+
+Test(verbs_e2e, a_node_killed_mid_run_fails_the_next_operation)
+{
+    if (!have_rdma_device())
+        cr_skip_test("no RDMA device (run in rdma-vm)");
+    struct lethe_transport_params p =
+        tc_params(LETHE_TRANSPORT_VERBS, node.tcp, node.token, 1 << 20);
+    struct lethe_transport *t = tc_open(&p);
+    char name[80];
+    snprintf(name, sizeof(name), "verbs %s", node.tcp);
+    tc_node_killed_fails_next_op(&node, t, name);
+    lethe_transport_close(t);
+}
