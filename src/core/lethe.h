@@ -54,6 +54,8 @@ struct lethe_stats {
     uint64_t metadata_bytes;     /* page table + frames + shards */
     /* transfer latency (swap-in, ns, from the transport's read to the page installed) */
     uint64_t swap_in_ns_total;
+    /* evictions that found a page written after its dirty scan said clean (written back) */
+    uint64_t late_writes;
 };
 
 /* Per-shard view for /stats. */
@@ -83,7 +85,9 @@ void lethe_get_stats(struct lethe *l, struct lethe_stats *out);
 unsigned lethe_shard_count(const struct lethe *l);
 void lethe_get_shard_stats(struct lethe *l, unsigned shard, struct lethe_shard_stats *out);
 /* Grows or shrinks the local cache while running; shrinking evicts down to the new size.
- * Returns 0 or a negative errno (-EINVAL beyond the frames the parking area was sized for). */
+ * Returns 0 or a negative errno (-EINVAL below 16 pages or beyond the frames the parking area
+ * was sized for: 4x the initial cache_size, at most the region). A shrink that finds every
+ * page in flight returns early; the frames it still owes are retired as they are freed. */
 int lethe_set_cache_size(struct lethe *l, uint64_t bytes);
 /* "delivery=thread move=UFFDIO_MOVE dirty=PAGEMAP_SCAN transport=shm ..." */
 const char *lethe_paths(const struct lethe *l);

@@ -105,7 +105,8 @@ struct lethe_region_params {
 };
 
 /* Creates the region and the parking area, probes the kernel, starts delivery. Faults are
- * served from the moment this returns. */
+ * served from the moment this returns. *out is written before the vCPUs start (so a core
+ * that keeps it in its own struct sees it from the callbacks), and reset to NULL on error. */
 int lethe_region_create(const struct lethe_region_params *p, const struct lethe_fault_ops *ops,
                         void *core, struct lethe_region **out);
 /* Stops delivery, joins the vCPUs, unmaps region and parking. Region memory must no longer
@@ -159,10 +160,13 @@ int lethe_page_map_back(struct lethe_region *r, uint64_t vpn, uint64_t frame);
 /* Frees the page held in a parking slot (after eviction). */
 int lethe_page_drop_slot(struct lethe_region *r, uint64_t frame);
 int lethe_page_drop_slots(struct lethe_region *r, const uint64_t *frames, unsigned n);
-/* Drops the present pages of [vpn, vpn+n) of the region (MADV_DONTNEED). The kernel reports
- * this as an application event like any madvise, so release() follows for the range, and the
- * call blocks until a vCPU (or the event thread) has read that event: never call it from a
- * vCPU's fault path. */
+/* Drops the present pages of [vpn, vpn+n) of the region; the next touch faults. The core
+ * releases its own state for the range before calling this. With UFFDIO_MOVE the pages are
+ * moved to scratch parking pages and dropped there, so no application event is raised, no
+ * release() follows, and the call never waits for an event reader (callable from a vCPU).
+ * Only pages UFFDIO_MOVE refuses (pinned) are dropped with MADV_DONTNEED, which raises a
+ * release() for them and waits until the event is read. Without UFFDIO_MOVE it is
+ * MADV_DONTNEED, and the region is not subscribed to those events. */
 int lethe_page_drop(struct lethe_region *r, uint64_t vpn, uint64_t n);
 /* Dirty bits: for each page of [vpn, vpn+n) present and written since it was installed or
  * last scanned, sets bit i of `written` (bitmap of n bits, caller-sized) and write-protects
@@ -177,7 +181,8 @@ int lethe_page_wake(struct lethe_region *r, uint64_t vpn, uint64_t n);
 
 /* Gives the calling thread an alternate signal stack (64 KiB plus a guard page, freed at
  * thread exit) so the SIGBUS handler of signal delivery never runs on a stack that could be
- * in the region; keeps one the thread already has. lethe_region_create() calls it for the
+ * in the region; keeps one of at least that size the thread already has (a smaller one,
+ * e.g. ASan's, is replaced). lethe_region_create() calls it for the
  * creating thread; liblethe.so calls it in every thread its pthread_create wrapper starts.
  * A thread without one still works: the handler then runs on the thread's own stack, which
  * is never in the region unless the program puts thread stacks in heap memory. */

@@ -1,7 +1,10 @@
 /* local.c — the `local` transport: "remote" memory is an anonymous mapping in this process.
  * It stands in for a memory node in unit tests and measures the swapper's own overhead: a
- * read or write is one memcpy, no I/O. */
+ * read or write is one memcpy, no I/O. Tests can make it fail (local.h). */
+#include "rdma/local.h"
+
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -11,15 +14,33 @@
 struct local_remote {
     void *base;
     size_t bytes;
+    unsigned fail_mask; /* enum lethe_local_fail bits, atomic */
 };
+
+void lethe_local_inject_failure(struct lethe_transport *t, unsigned mask)
+{
+    struct local_remote *lr = t->priv;
+    __atomic_store_n(&lr->fail_mask, mask, __ATOMIC_RELEASE);
+}
+
+static bool failing(struct lethe_channel *ch, unsigned kind, const uint64_t *slots)
+{
+    struct local_remote *lr = ch->priv;
+    if (!(__atomic_load_n(&lr->fail_mask, __ATOMIC_ACQUIRE) & kind))
+        return false;
+    lethe_channel_set_error(ch, "injected failure %s slot %llu",
+                            kind == LETHE_LOCAL_FAIL_READ ? "reading" : "writing",
+                            (unsigned long long)slots[0]);
+    return true;
+}
 
 static int local_open(struct lethe_transport *t)
 {
     size_t bytes = t->params.remote_size & ~(LETHE_PAGE_SIZE - 1);
     if (bytes == 0)
         return -EINVAL;
-    struct local_remote *lr = mmap(NULL, sizeof(*lr), PROT_READ | PROT_WRITE,
-                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct local_remote *lr =
+        mmap(NULL, sizeof(*lr), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (lr == MAP_FAILED)
         return -errno;
     lr->bytes = bytes;
@@ -57,6 +78,8 @@ static int local_read_batch(struct lethe_channel *ch, const uint64_t *slots, voi
                             unsigned n)
 {
     struct local_remote *lr = ch->priv;
+    if (failing(ch, LETHE_LOCAL_FAIL_READ, slots))
+        return -EIO;
     for (unsigned i = 0; i < n; i++)
         memcpy(pages[i], (char *)lr->base + slots[i] * LETHE_PAGE_SIZE, LETHE_PAGE_SIZE);
     return 0;
@@ -66,6 +89,8 @@ static int local_write_batch(struct lethe_channel *ch, const uint64_t *slots,
                              const void *const *pages, unsigned n)
 {
     struct local_remote *lr = ch->priv;
+    if (failing(ch, LETHE_LOCAL_FAIL_WRITE, slots))
+        return -EIO;
     for (unsigned i = 0; i < n; i++)
         memcpy((char *)lr->base + slots[i] * LETHE_PAGE_SIZE, pages[i], LETHE_PAGE_SIZE);
     return 0;

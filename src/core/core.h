@@ -1,0 +1,219 @@
+/* core.h — the swapper's internals, shared by the files of src/core and src/rebalancer (and by
+ * their unit tests); nothing outside these two modules includes it.
+ *
+ * One `struct lethe` per running instance: the page table (pagetable.h), the frame table and
+ * its lists (list.h), the shards (below), the remote slot allocator (slots.h), the region's
+ * extent allocator (extent.h), one worker per vCPU plus one for the rebalancer and one for
+ * control calls (lethe_set_cache_size), and the rebalancer's state. Thread model and the
+ * lock that protects each field: docs/SWAPPER.md, "Locking".
+ */
+#ifndef LETHE_CORE_H
+#define LETHE_CORE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/extent.h"
+#include "core/lethe.h"
+#include "core/list.h"
+#include "core/pagetable.h"
+#include "core/slots.h"
+#include "fault/fault.h"
+#include "rdma/transport.h"
+#include "rebalancer/aimd.h"
+
+#define LETHE_MAX_BATCH         256 /* reclaim_batch is clamped to this */
+#define LETHE_SHARD_CHUNK_SHIFT 4   /* 16 consecutive pages (64 KiB) share a shard */
+#define LETHE_CACHE_GROWTH      4   /* the frame table holds 4x the initial cache_size */
+#define LETHE_MIN_FRAMES        16
+
+/* Per-thread counters, summed on read. A worker's block has one writer (its thread); the
+ * shared block (`misc`) is written by any thread with atomic adds. */
+struct lethe_counters {
+    uint64_t faults, demand_zero, swap_ins, soft_hits, fault_waits, fault_retries;
+    uint64_t swap_outs, clean_drops, fresh_discards, late_writes;
+    uint64_t reactive_evictions, proactive_evictions, promotions, demotions, released_pages;
+    uint64_t swap_in_ns_total;
+    uint64_t remote_gain, remote_loss; /* transitions into and out of REMOTE */
+} __attribute__((aligned(64)));
+
+/* Single-writer increment: relaxed load and store, no locked instruction. */
+#define LETHE_COUNT(c, field, n)                                                                   \
+    __atomic_store_n(&(c)->field, __atomic_load_n(&(c)->field, __ATOMIC_RELAXED) + (n),            \
+                     __ATOMIC_RELAXED)
+#define LETHE_COUNT_SHARED(c, field, n) __atomic_fetch_add(&(c)->field, (n), __ATOMIC_RELAXED)
+
+/* A thread that faults pages in or evicts them: a vCPU, the rebalancer, or the control worker
+ * (used under control_lock). Its scratch arrays carry one batch; they live here, not on the
+ * stack, because signal-mode vCPUs run on a small alternate signal stack. */
+struct lethe_worker {
+    struct lethe_counters cnt;
+    struct lethe_channel *ch;
+    struct lethe_vcpu *vcpu; /* NULL for the rebalancer and control workers */
+    unsigned id;
+    uint64_t rng;
+    uint32_t frames[LETHE_MAX_BATCH];
+    uint64_t frames64[LETHE_MAX_BATCH];
+    uint64_t vpns[LETHE_MAX_BATCH];
+    uint64_t words[LETHE_MAX_BATCH];
+    uint64_t slots[LETHE_MAX_BATCH];    /* per victim: its remote slot */
+    uint64_t wslots[LETHE_MAX_BATCH];   /* the write batch: slots, compact */
+    uint64_t newslots[LETHE_MAX_BATCH]; /* freshly allocated, or to be freed */
+    uint32_t fps[LETHE_MAX_BATCH];
+    const void *pages[LETHE_MAX_BATCH];
+    int status[LETHE_MAX_BATCH];
+    uint8_t cls[LETHE_MAX_BATCH];
+    uint64_t bitmap[LETHE_MAX_BATCH / 64];
+} __attribute__((aligned(64)));
+
+/* A shard: an independently locked partition of the cache. Its lock protects its three lists
+ * and the links of the frames on them. */
+struct lethe_shard {
+    pthread_mutex_t lock;
+    struct lethe_list free, active, inactive;
+    uint64_t faults; /* atomic adds */
+    pthread_t owner; /* debug builds: holder of `lock` */
+} __attribute__((aligned(64)));
+
+struct lethe {
+    struct lethe_config cfg;
+    struct lethe_region *region; /* published (release) once lethe_region_create returns:
+                                    read it through lethe_rgn() */
+    struct lethe_transport *transport;
+    unsigned vcpus;
+    unsigned batch; /* reclaim_batch, clamped to [1, LETHE_MAX_BATCH] */
+    bool child;     /* set in a forked child by forked_child */
+    bool thread_delivery;
+
+    /* page table: region_pages entries, MAP_NORESERVE */
+    struct lethe_pte *pt;
+    uint64_t region_pages;
+    size_t pt_bytes;
+
+    /* frames */
+    struct lethe_frame *frames;
+    uint32_t frame_cap; /* entries in the frame table = parking slots */
+    size_t frames_bytes;
+    uint64_t frames_target;      /* current cache size in frames (atomic) */
+    int64_t retire_debt;         /* frames still to take out of use after a shrink (atomic) */
+    pthread_mutex_t retire_lock; /* protects `retired` and frames_hw */
+    struct lethe_list retired;
+    uint32_t frames_hw;          /* frames [0, hw) have been put in service at least once */
+    pthread_mutex_t resize_lock; /* serialises lethe_set_cache_size */
+
+    struct lethe_shard *shards;
+    unsigned nshards;
+    size_t shards_bytes;
+    uint32_t *shard_order; /* the rebalancer's visiting order (after the shards) */
+
+    struct lethe_slots slots;
+    struct lethe_extents extents;
+
+    struct lethe_worker *workers; /* vcpus + 2: [vcpus] rebalancer, [vcpus+1] control */
+    unsigned nworkers;
+    size_t workers_bytes;
+    pthread_mutex_t control_lock; /* protects the control worker */
+    struct lethe_counters misc;   /* release paths, any thread: atomic adds */
+
+    /* rebalancer (reclaim = rebalancer) */
+    pthread_t rebalancer;
+    bool rebalancer_running;
+    bool stopping; /* atomic */
+    uint32_t kick; /* futex word: 1 = a vCPU asked for an early cycle */
+    struct lethe_aimd_params aimd;
+    uint64_t period_us, rebalancer_cycles, shard_skips; /* rebalancer writes, atomic */
+    uint64_t pressure_events, relax_events;
+
+    char paths[512];
+};
+
+static inline unsigned lethe_shard_of(const struct lethe *l, uint64_t vpn)
+{
+    uint64_t chunk = vpn >> LETHE_SHARD_CHUNK_SHIFT;
+    return (unsigned)(((chunk * 0x9e3779b97f4a7c15ULL) >> 32) % l->nshards);
+}
+
+/* The region. vCPU threads start inside lethe_region_create, before it hands the region back;
+ * no fault can reach them before then, but the store/load pair makes that ordering explicit
+ * (and visible to ThreadSanitizer). */
+static inline struct lethe_region *lethe_rgn(const struct lethe *l)
+{
+    return __atomic_load_n(&l->region, __ATOMIC_ACQUIRE);
+}
+
+static inline struct lethe_pte *lethe_pte_of(const struct lethe *l, uint64_t vpn)
+{
+    return &l->pt[vpn];
+}
+
+/* Debug and sanitizer builds check internal invariants; release builds compile them out. */
+#ifdef LETHE_DEBUG
+void lethe_assert_failed(const char *expr, const char *file, int line);
+#define lethe_assert(e) ((e) ? (void)0 : lethe_assert_failed(#e, __FILE__, __LINE__))
+#else
+#define lethe_assert(e) ((void)0)
+#endif
+
+/* --- shard locks (shard.c) --- */
+void lethe_shard_lock(struct lethe_shard *s);
+bool lethe_shard_trylock(struct lethe_shard *s);
+void lethe_shard_unlock(struct lethe_shard *s);
+#ifdef LETHE_DEBUG
+void lethe_shard_assert_locked(struct lethe_shard *s);
+#else
+static inline void lethe_shard_assert_locked(struct lethe_shard *s)
+{
+    (void)s;
+}
+#endif
+
+/* --- frames (frame.c) --- */
+/* A frame for page vpn, linked at the head of its shard's active list with the page's vpn:
+ * the page's shard freelist, else another shard's, else reclaim (a reactive eviction). */
+int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, uint32_t *out);
+/* Called with s->lock held: puts an isolated frame (empty parking slot) on s's freelist, or
+ * retires it while a cache shrink is in progress. */
+void lethe_frame_free_locked(struct lethe *l, struct lethe_shard *s, uint32_t f);
+/* Takes any free frame off any freelist (LETHE_NIL when none). */
+uint32_t lethe_frame_take_any(struct lethe *l);
+uint64_t lethe_free_frames(const struct lethe *l);
+int lethe_cache_resize(struct lethe *l, uint64_t frames);
+
+/* --- demotion and eviction (evict.c); both return -EBUSY when `trylock` finds the shard
+ * locked, or the number of pages handled --- */
+/* Soft-unmaps up to nr mapped pages from the tail of shard si's active list onto its inactive
+ * list; a page with REF gets it cleared and goes back to the active head instead. */
+int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned nr, bool trylock);
+/* Evicts up to nr parked pages from the tail of shard si's inactive list: dirty ones written
+ * back, clean ones with a valid remote copy dropped, fresh ones discarded. Freed frames go to
+ * the shard's freelist, except one handed to the caller through *keep when keep != NULL. A
+ * transport failure is logged and returned (negative errno). */
+int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned nr, bool trylock,
+                uint32_t *keep);
+
+/* --- fault paths and application events (swap.c) --- */
+int lethe_core_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_access access);
+int lethe_core_child_fault(void *core, struct lethe_vcpu *v, uint64_t vpn,
+                           enum lethe_access access);
+void lethe_core_forked_child(void *core);
+void lethe_core_release(void *core, uint64_t vpn, uint64_t n);
+void lethe_core_remap(void *core, uint64_t from, uint64_t to, uint64_t n);
+/* Forgets [vpn, vpn+n): frames and slots freed, pages untouched. Returns the span of pages
+ * that were mapped ([*first, *end), empty when none): they still need lethe_page_drop. */
+void lethe_release_range(struct lethe *l, uint64_t vpn, uint64_t n, uint64_t *first, uint64_t *end);
+
+/* --- statistics (stats.c) --- */
+size_t lethe_metadata_bytes(const struct lethe *l);
+
+static inline uint64_t lethe_load64(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static inline void lethe_store64(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELAXED);
+}
+
+#endif

@@ -1,0 +1,87 @@
+/* slots.c — remote slot allocator: bitmap + next-fit cursor, one mutex (see slots.h). */
+#include "core/slots.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+
+#include "core/log.h"
+
+int lethe_slots_init(struct lethe_slots *s, uint64_t nslots)
+{
+    if (nslots == 0)
+        return -EINVAL;
+    s->nslots = nslots;
+    s->nwords = (nslots + 63) / 64;
+    s->bytes = (size_t)s->nwords * sizeof(uint64_t);
+    void *m = mmap(NULL, s->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    s->bitmap = m;
+    /* Bits past the last slot are permanently "in use". */
+    if (nslots % 64)
+        s->bitmap[s->nwords - 1] = ~0ULL << (nslots % 64);
+    s->used = 0;
+    s->cursor = 0;
+    pthread_mutex_init(&s->lock, NULL);
+    return 0;
+}
+
+void lethe_slots_destroy(struct lethe_slots *s)
+{
+    if (s->bitmap) {
+        munmap(s->bitmap, s->bytes);
+        s->bitmap = NULL;
+        pthread_mutex_destroy(&s->lock);
+    }
+}
+
+int lethe_slots_alloc(struct lethe_slots *s, uint64_t *out, unsigned n)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->nslots - s->used < n) {
+        pthread_mutex_unlock(&s->lock);
+        return -ENOSPC;
+    }
+    unsigned got = 0;
+    uint64_t w = s->cursor;
+    while (got < n) {
+        uint64_t free_bits = ~s->bitmap[w];
+        while (free_bits && got < n) {
+            unsigned b = (unsigned)__builtin_ctzll(free_bits);
+            free_bits &= free_bits - 1;
+            s->bitmap[w] |= 1ULL << b;
+            out[got++] = w * 64 + b;
+        }
+        if (got < n)
+            w = (w + 1 == s->nwords) ? 0 : w + 1;
+    }
+    s->cursor = w;
+    __atomic_store_n(&s->used, s->used + n, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+void lethe_slots_free(struct lethe_slots *s, const uint64_t *slots, unsigned n)
+{
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&s->lock);
+    uint64_t freed = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t slot = slots[i];
+        uint64_t bit = 1ULL << (slot % 64);
+        if (slot >= s->nslots || !(s->bitmap[slot / 64] & bit)) {
+            lethe_error("remote slot %llu freed but not allocated (bug)", (unsigned long long)slot);
+            continue;
+        }
+        s->bitmap[slot / 64] &= ~bit;
+        freed++;
+    }
+    __atomic_store_n(&s->used, s->used - freed, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t lethe_slots_used(const struct lethe_slots *s)
+{
+    return __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,457 @@
+/* swap.c — the fault paths (ops->fault), the forked child's fault path, and the application
+ * events that change the page table (release, remap).
+ *
+ * A fault looks at its page's state and claims the page with a compare-and-swap before doing
+ * anything, so that exactly one thread brings a page in and nobody reads a page twice:
+ *   UNTOUCHED -> IN: take a frame, install a zero page: MAPPED, FRESH.            (demand_zero)
+ *   REMOTE    -> IN: take a frame, read the remote slot into the vCPU's staging with no lock
+ *                    held, install it write-clean: MAPPED, RVALID.                  (swap_ins)
+ *   PARKED    -> IN: under the shard lock, move the frame to the active head
+ *                    (promotion), then map the page back from its slot: MAPPED, REF. (soft_hits)
+ *   MAPPED    -> IN: a stale fault (queued before the install) or a page the kernel zapped:
+ *                    install_zero tells which; -EEXIST: it is there, wake and return.
+ *   IN:  thread delivery returns at once (the installer's ioctl wakes every thread waiting on
+ *        the page); signal delivery waits, then lets the access retry.
+ *   OUT: wait until it settles (parked, remote or untouched), then start over.
+ * On -EAGAIN from an operation (the application is changing its mappings) the fault restores
+ * the state it claimed, wakes the page and returns -EAGAIN; the runtime retries later.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/core.h"
+#include "core/log.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static unsigned long long page_addr(const struct lethe *l, uint64_t vpn)
+{
+    return (unsigned long long)(uintptr_t)lethe_region_addr(lethe_rgn(l), vpn);
+}
+
+/* Gives back the frame of a page that could not be installed (it is on the active list of
+ * its shard, where lethe_frame_get put it). */
+static void undo_frame(struct lethe *l, uint64_t vpn, uint32_t f)
+{
+    struct lethe_shard *s = &l->shards[lethe_shard_of(l, vpn)];
+    lethe_shard_lock(s);
+    lethe_assert(lethe_frame_list(&l->frames[f]) == LETHE_FL_ACTIVE);
+    lethe_list_remove(l->frames, &s->active, f);
+    lethe_frame_free_locked(l, s, f);
+    lethe_shard_unlock(s);
+}
+
+static int install_failed(struct lethe *l, struct lethe_worker *w, uint64_t vpn, int rc,
+                          const char *what)
+{
+    lethe_page_wake(lethe_rgn(l), vpn, 1);
+    if (rc == -EAGAIN) {
+        LETHE_COUNT(&w->cnt, fault_retries, 1);
+        return rc;
+    }
+    lethe_error("page 0x%llx (vpn %llu): cannot %s: %s", page_addr(l, vpn), (unsigned long long)vpn,
+                what, strerror(-rc));
+    return rc;
+}
+
+static int fault_zero(struct lethe *l, struct lethe_worker *w, uint64_t vpn, struct lethe_pte *p)
+{
+    uint32_t f;
+    int rc = lethe_frame_get(l, w, vpn, &f);
+    if (rc < 0) {
+        lethe_pte_publish(p, 0);
+        lethe_page_wake(lethe_rgn(l), vpn, 1);
+        return rc;
+    }
+    rc = lethe_page_install_zero(lethe_rgn(l), vpn);
+    if (rc == 0) {
+        lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, LETHE_PTE_FRESH, f));
+        LETHE_COUNT(&w->cnt, demand_zero, 1);
+        return 0;
+    }
+    if (rc == -EEXIST) {
+        /* Present although untouched: the kernel has yet to zap a page the application just
+         * released. Account for it (content unknown: dirty); if the zap follows, the next
+         * fault finds it missing and zero-fills it. */
+        lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, LETHE_PTE_DIRTY, f));
+        lethe_page_wake(lethe_rgn(l), vpn, 1);
+        return 0;
+    }
+    undo_frame(l, vpn, f);
+    lethe_pte_publish(p, 0);
+    return install_failed(l, w, vpn, rc, "install a zero page");
+}
+
+static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vcpu *v, uint64_t vpn,
+                        struct lethe_pte *p, uint64_t remote)
+{
+    uint64_t slot = lethe_pte_slot(p);
+    uint32_t f;
+    int rc = lethe_frame_get(l, w, vpn, &f);
+    if (rc < 0) {
+        lethe_pte_publish(p, remote);
+        lethe_page_wake(lethe_rgn(l), vpn, 1);
+        return rc;
+    }
+    uint64_t t0 = now_ns();
+    rc = lethe_channel_read(w->ch, slot, v->staging);
+    if (rc < 0) {
+        lethe_error("page 0x%llx (vpn %llu): cannot read from %s", page_addr(l, vpn),
+                    (unsigned long long)vpn, lethe_channel_error(w->ch));
+        undo_frame(l, vpn, f);
+        lethe_pte_publish(p, remote);
+        lethe_page_wake(lethe_rgn(l), vpn, 1);
+        return rc;
+    }
+    rc = lethe_page_install(lethe_rgn(l), vpn, v->staging);
+    if (rc == 0 || rc == -EEXIST) {
+        uint64_t flags = LETHE_PTE_RVALID;
+        if (rc == -EEXIST) {
+            lethe_warn("page 0x%llx (vpn %llu): present while remote; keeping what is mapped",
+                       page_addr(l, vpn), (unsigned long long)vpn);
+            flags = LETHE_PTE_DIRTY;
+            lethe_page_wake(lethe_rgn(l), vpn, 1);
+        }
+        lethe_pte_set_slot(p, slot, lethe_page_fingerprint(v->staging));
+        lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, flags, f));
+        LETHE_COUNT(&w->cnt, swap_ins, 1);
+        LETHE_COUNT(&w->cnt, remote_loss, 1);
+        LETHE_COUNT(&w->cnt, swap_in_ns_total, now_ns() - t0);
+        return 0;
+    }
+    undo_frame(l, vpn, f);
+    lethe_pte_publish(p, remote);
+    return install_failed(l, w, vpn, rc, "install the page read from remote memory");
+}
+
+/* Returns 1 when the page was no longer parked (the caller looks again). */
+static int fault_parked(struct lethe *l, struct lethe_worker *w, uint64_t vpn, struct lethe_pte *p)
+{
+    struct lethe_shard *s = &l->shards[lethe_shard_of(l, vpn)];
+    lethe_shard_lock(s);
+    uint64_t wd = lethe_pte_load(p);
+    uint64_t in = lethe_pte_with_state(wd, LETHE_PS_IN) & ~LETHE_PTE_WAITERS;
+    if (lethe_pte_state(wd) != LETHE_PS_PARKED || !lethe_pte_cas(p, &wd, in)) {
+        lethe_shard_unlock(s);
+        return 1;
+    }
+    uint32_t f = lethe_pte_frame(wd);
+    lethe_assert(lethe_frame_list(&l->frames[f]) == LETHE_FL_INACTIVE &&
+                 lethe_frame_vpn(&l->frames[f]) == vpn);
+    lethe_list_move_head(l->frames, &s->inactive, &s->active, f, LETHE_FL_ACTIVE);
+    lethe_shard_unlock(s);
+
+    int rc = lethe_page_map_back(lethe_rgn(l), vpn, f);
+    if (rc == 0) {
+        lethe_pte_publish(p, lethe_pte_with_state(in | LETHE_PTE_REF, LETHE_PS_MAPPED));
+        LETHE_COUNT(&w->cnt, soft_hits, 1);
+        LETHE_COUNT(&w->cnt, promotions, 1);
+        return 0;
+    }
+    if (rc == -EEXIST) {
+        /* A page is mapped there although ours was parked: the application has been using
+         * the mapped one, so it wins; the parked copy is stale. Content unknown: dirty. */
+        lethe_warn("page 0x%llx (vpn %llu): mapped while parked; keeping the mapped page",
+                   page_addr(l, vpn), (unsigned long long)vpn);
+        lethe_page_drop_slot(lethe_rgn(l), f);
+        lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, LETHE_PTE_DIRTY, f));
+        lethe_page_wake(lethe_rgn(l), vpn, 1);
+        return 0;
+    }
+    lethe_shard_lock(s);
+    lethe_list_move_head(l->frames, &s->active, &s->inactive, f, LETHE_FL_INACTIVE);
+    lethe_pte_publish(p, lethe_pte_with_state(in, LETHE_PS_PARKED));
+    lethe_shard_unlock(s);
+    return install_failed(l, w, vpn, rc, "map the page back from its parking slot");
+}
+
+static int fault_mapped(struct lethe *l, struct lethe_worker *w, uint64_t vpn, struct lethe_pte *p,
+                        uint64_t in)
+{
+    int rc = lethe_page_install_zero(lethe_rgn(l), vpn);
+    if (rc == -EEXIST) {
+        lethe_pte_publish(p, lethe_pte_with_state(in, LETHE_PS_MAPPED));
+        lethe_page_wake(lethe_rgn(l), vpn, 1);
+        return 0;
+    }
+    if (rc == 0) {
+        /* Its content was really gone (zapped by the kernel): it is a demand-zero page now.
+         * The remote slot stays with the page; its copy is stale. */
+        lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, LETHE_PTE_FRESH, lethe_pte_frame(in)));
+        LETHE_COUNT(&w->cnt, demand_zero, 1);
+        return 0;
+    }
+    lethe_pte_publish(p, lethe_pte_with_state(in, LETHE_PS_MAPPED));
+    return install_failed(l, w, vpn, rc, "install a zero page");
+}
+
+int lethe_core_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_access access)
+{
+    struct lethe *l = core;
+    struct lethe_worker *w = v->core;
+    (void)access;
+    if (vpn >= l->region_pages)
+        return -EFAULT;
+    LETHE_COUNT(&w->cnt, faults, 1);
+    __atomic_fetch_add(&l->shards[lethe_shard_of(l, vpn)].faults, 1, __ATOMIC_RELAXED);
+    struct lethe_pte *p = lethe_pte_of(l, vpn);
+    bool waited = false;
+    for (;;) {
+        uint64_t wd = lethe_pte_load(p);
+        uint64_t in = lethe_pte_with_state(wd, LETHE_PS_IN) & ~LETHE_PTE_WAITERS;
+        switch (lethe_pte_state(wd)) {
+        case LETHE_PS_UNTOUCHED:
+            if (lethe_pte_cas(p, &wd, lethe_pte_make(LETHE_PS_IN, 0, 0)))
+                return fault_zero(l, w, vpn, p);
+            break;
+        case LETHE_PS_REMOTE:
+            if (lethe_pte_cas(p, &wd, in))
+                return fault_remote(l, w, v, vpn, p, wd);
+            break;
+        case LETHE_PS_PARKED: {
+            int rc = fault_parked(l, w, vpn, p);
+            if (rc != 1)
+                return rc;
+            break;
+        }
+        case LETHE_PS_MAPPED:
+            if (waited && !l->thread_delivery)
+                return 0; /* it arrived while we slept: let the access retry */
+            if (lethe_pte_cas(p, &wd, in))
+                return fault_mapped(l, w, vpn, p, in);
+            break;
+        case LETHE_PS_IN:
+            if (l->thread_delivery) {
+                if (!waited)
+                    LETHE_COUNT(&w->cnt, fault_waits, 1);
+                return 0;
+            }
+            /* a signal handler must not return before the page is there */
+            __attribute__((fallthrough));
+        default:
+            if (!waited)
+                LETHE_COUNT(&w->cnt, fault_waits, 1);
+            waited = true;
+            lethe_pte_wait(p, wd);
+            break;
+        }
+    }
+}
+
+/* --- the forked child: one thread, no locks, nothing remote --- */
+
+void lethe_core_forked_child(void *core)
+{
+    struct lethe *l = core;
+    l->child = true;
+    /* The extent allocator stays usable in the child (jemalloc may allocate before exec); a
+     * thread of the parent may have held its lock at fork time. */
+    pthread_mutex_init(&l->extents.lock, NULL);
+}
+
+int lethe_core_child_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_access access)
+{
+    struct lethe *l = core;
+    (void)v;
+    (void)access;
+    if (vpn >= l->region_pages)
+        return -EFAULT;
+    uint64_t wd = lethe_pte_load(lethe_pte_of(l, vpn));
+    int rc;
+    switch (lethe_pte_state(wd)) {
+    case LETHE_PS_UNTOUCHED:
+    case LETHE_PS_MAPPED:
+        rc = lethe_page_install_zero(lethe_rgn(l), vpn);
+        break;
+    case LETHE_PS_PARKED:
+        /* The slot's page is COW-shared with the parent: copy it, never move it. */
+        rc = lethe_page_install(lethe_rgn(l), vpn,
+                                lethe_region_slot(lethe_rgn(l), lethe_pte_frame(wd)));
+        break;
+    default:
+        lethe_error("page 0x%llx (vpn %llu): forked child cannot reach remote memory (%s); "
+                    "exec or _exit after fork",
+                    page_addr(l, vpn), (unsigned long long)vpn,
+                    lethe_transport_describe(l->transport));
+        return -EFAULT;
+    }
+    if (rc == -EEXIST) {
+        lethe_page_wake(lethe_rgn(l), vpn, 1);
+        return 0;
+    }
+    return rc;
+}
+
+/* --- application events --- */
+
+struct slot_buf {
+    uint64_t slots[64];
+    unsigned n;
+};
+
+static void slot_buf_add(struct lethe *l, struct slot_buf *b, uint64_t slot)
+{
+    b->slots[b->n++] = slot;
+    if (b->n == 64) {
+        lethe_slots_free(&l->slots, b->slots, b->n);
+        b->n = 0;
+    }
+}
+
+/* Claims a page as OUT, whatever it holds, waiting while it is in flight. Its frame is taken
+ * off its list (and returned in *frame); the caller publishes the new state. Returns the
+ * claimed word's previous state. */
+static unsigned claim_out(struct lethe *l, uint64_t vpn, uint64_t *word, uint32_t *frame)
+{
+    struct lethe_pte *p = lethe_pte_of(l, vpn);
+    for (;;) {
+        uint64_t wd = lethe_pte_load(p);
+        unsigned st = lethe_pte_state(wd);
+        uint64_t out = lethe_pte_with_state(wd, LETHE_PS_OUT) & ~LETHE_PTE_WAITERS;
+        if (st == LETHE_PS_IN || st == LETHE_PS_OUT) {
+            lethe_pte_wait(p, wd);
+            continue;
+        }
+        if (st == LETHE_PS_UNTOUCHED || st == LETHE_PS_REMOTE) {
+            if (!lethe_pte_cas(p, &wd, out))
+                continue;
+            *word = out;
+            *frame = LETHE_NIL;
+            return st;
+        }
+        struct lethe_shard *s = &l->shards[lethe_shard_of(l, vpn)];
+        lethe_shard_lock(s);
+        if (!lethe_pte_cas(p, &wd, out)) {
+            lethe_shard_unlock(s);
+            continue;
+        }
+        uint32_t f = lethe_pte_frame(wd);
+        lethe_assert(lethe_frame_list(&l->frames[f]) ==
+                         (st == LETHE_PS_MAPPED ? LETHE_FL_ACTIVE : LETHE_FL_INACTIVE) &&
+                     lethe_frame_vpn(&l->frames[f]) == vpn);
+        lethe_list_remove(l->frames, st == LETHE_PS_MAPPED ? &s->active : &s->inactive, f);
+        lethe_shard_unlock(s);
+        *word = out;
+        *frame = f;
+        return st;
+    }
+}
+
+/* Frees an isolated frame of page vpn; a parked page's slot is emptied first. */
+static void free_frame(struct lethe *l, uint64_t vpn, uint32_t f, bool parked)
+{
+    if (parked)
+        lethe_page_drop_slot(lethe_rgn(l), f);
+    struct lethe_shard *s = &l->shards[lethe_shard_of(l, vpn)];
+    lethe_shard_lock(s);
+    lethe_frame_free_locked(l, s, f);
+    lethe_shard_unlock(s);
+}
+
+void lethe_release_range(struct lethe *l, uint64_t vpn, uint64_t n, uint64_t *first, uint64_t *end)
+{
+    *first = *end = 0;
+    if (vpn >= l->region_pages)
+        return;
+    if (n > l->region_pages - vpn)
+        n = l->region_pages - vpn;
+    struct slot_buf sb = {.n = 0};
+    uint64_t released = 0, remote = 0;
+    for (uint64_t i = vpn; i < vpn + n; i++) {
+        struct lethe_pte *p = lethe_pte_of(l, i);
+        if (lethe_pte_load(p) == 0)
+            continue; /* untouched: the common case for large ranges */
+        uint64_t wd;
+        uint32_t f;
+        unsigned st = claim_out(l, i, &wd, &f);
+        uint64_t slot = lethe_pte_slot(p);
+        if (slot != LETHE_NO_SLOT)
+            slot_buf_add(l, &sb, slot);
+        lethe_pte_set_slot(p, LETHE_NO_SLOT, 0);
+        lethe_pte_publish(p, 0);
+        if (f != LETHE_NIL)
+            free_frame(l, i, f, st == LETHE_PS_PARKED);
+        if (st == LETHE_PS_MAPPED) {
+            if (*first == *end)
+                *first = i;
+            *end = i + 1;
+        }
+        remote += st == LETHE_PS_REMOTE;
+        released += st != LETHE_PS_UNTOUCHED;
+    }
+    if (sb.n)
+        lethe_slots_free(&l->slots, sb.slots, sb.n);
+    LETHE_COUNT_SHARED(&l->misc, released_pages, released);
+    LETHE_COUNT_SHARED(&l->misc, remote_loss, remote);
+}
+
+void lethe_core_release(void *core, uint64_t vpn, uint64_t n)
+{
+    struct lethe *l = core;
+    if (l->child)
+        return;
+    uint64_t first, end;
+    lethe_release_range(l, vpn, n, &first, &end);
+}
+
+/* Moves one entry: the destination is made untouched first, then takes the source's state,
+ * slot and frame (relinked on the destination's shard). */
+static void remap_one(struct lethe *l, uint64_t src, uint64_t dst, struct slot_buf *sb)
+{
+    struct lethe_pte *ps = lethe_pte_of(l, src), *pd = lethe_pte_of(l, dst);
+    uint64_t dw;
+    uint32_t df;
+    unsigned dst_state = claim_out(l, dst, &dw, &df);
+    if (dst_state == LETHE_PS_REMOTE)
+        LETHE_COUNT_SHARED(&l->misc, remote_loss, 1);
+    uint64_t dslot = lethe_pte_slot(pd);
+    if (dslot != LETHE_NO_SLOT)
+        slot_buf_add(l, sb, dslot);
+    if (df != LETHE_NIL)
+        free_frame(l, dst, df, dst_state == LETHE_PS_PARKED);
+
+    uint64_t sw;
+    uint32_t f;
+    unsigned st = claim_out(l, src, &sw, &f);
+    __atomic_store_n(&pd->slot, __atomic_load_n(&ps->slot, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+    lethe_pte_set_slot(ps, LETHE_NO_SLOT, 0);
+    if (f != LETHE_NIL) {
+        struct lethe_shard *s = &l->shards[lethe_shard_of(l, dst)];
+        lethe_shard_lock(s);
+        lethe_frame_set(&l->frames[f], dst, LETHE_FL_ISOLATED);
+        lethe_list_push_head(l->frames, st == LETHE_PS_MAPPED ? &s->active : &s->inactive, f,
+                             st == LETHE_PS_MAPPED ? LETHE_FL_ACTIVE : LETHE_FL_INACTIVE);
+        lethe_pte_publish(pd, lethe_pte_with_state(sw, st));
+        lethe_shard_unlock(s);
+    } else {
+        lethe_pte_publish(pd, lethe_pte_with_state(sw, st));
+    }
+    lethe_pte_publish(ps, 0);
+}
+
+void lethe_core_remap(void *core, uint64_t from, uint64_t to, uint64_t n)
+{
+    struct lethe *l = core;
+    if (l->child || from == to || n == 0)
+        return;
+    if (from >= l->region_pages || to >= l->region_pages || n > l->region_pages - from ||
+        n > l->region_pages - to)
+        return;
+    struct slot_buf sb = {.n = 0};
+    if (to > from) {
+        for (uint64_t i = n; i-- > 0;)
+            remap_one(l, from + i, to + i, &sb);
+    } else {
+        for (uint64_t i = 0; i < n; i++)
+            remap_one(l, from + i, to + i, &sb);
+    }
+    if (sb.n)
+        lethe_slots_free(&l->slots, sb.slots, sb.n);
+}

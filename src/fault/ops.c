@@ -1,0 +1,473 @@
+/* ops.c — the page operations VoliMem gave the reference design, on userfaultfd.
+ *
+ *  install        UFFDIO_COPY (MODE_WP with dirty tracking: the page starts write-clean)
+ *  install_zero   UFFDIO_COPY of a zero page with MODE_WP under dirty tracking (atomic: a
+ *                 ZEROPAGE + WRITEPROTECT pair leaves a window where a write goes unseen),
+ *                 UFFDIO_ZEROPAGE otherwise
+ *  soft_unmap     UFFDIO_MOVE region -> parking slot, issued on uffd B (only the destination
+ *                 must be registered with the uffd the ioctl goes to); runs of consecutive
+ *                 vpns and frames move in one call
+ *  map_back       UFFDIO_MOVE slot -> region on uffd A without waking, write-protect, wake
+ *  drop_slot(s)   MADV_DONTNEED on the parking area: B has no events, so it never blocks
+ *  scan_dirty     PAGEMAP_SCAN: present and written, re-protect what it reports
+ *
+ * Copy fallback (no UFFDIO_MOVE): the parking area is plain memory. soft_unmap
+ * write-protects the page (synchronous WP, when the kernel has it), copies it into the slot
+ * and drops it with MADV_DONTNEED, all under the page's stripe lock; a write that hits the
+ * protection waits in fault_resolve_wp() for that lock, and after the drop it faults as
+ * missing like any other access. map_back copies the slot in with UFFDIO_COPY and drops the
+ * slot.
+ */
+#define _GNU_SOURCE
+#include "fault/fault_internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define PG LETHE_PAGE_SIZE
+
+static inline bool vpn_range_ok(const struct lethe_region *r, uint64_t vpn, uint64_t n)
+{
+    return vpn < r->pages && n <= r->pages - vpn;
+}
+
+void fault_stripe_lock(struct lethe_region *r, uint64_t vpn)
+{
+    atomic_uint *s = &r->stripes[vpn % FAULT_STRIPES];
+    unsigned spins = 0;
+    while (atomic_exchange_explicit(s, 1, memory_order_acquire)) {
+        if (++spins > 64)
+            sched_yield();
+    }
+}
+
+void fault_stripe_unlock(struct lethe_region *r, uint64_t vpn)
+{
+    atomic_store_explicit(&r->stripes[vpn % FAULT_STRIPES], 0, memory_order_release);
+}
+
+static bool page_present(const void *addr)
+{
+    unsigned char vec = 0;
+    if (mincore((void *)addr, PG, &vec) != 0)
+        return false;
+    return vec & 1;
+}
+
+int fault_wake_range(struct lethe_region *r, uint64_t vpn, uint64_t n)
+{
+    struct uffdio_range range = {.start = fault_addr(r, vpn), .len = n * PG};
+    return ioctl(r->uffd, UFFDIO_WAKE, &range) == 0 ? 0 : -errno;
+}
+
+int lethe_page_wake(struct lethe_region *r, uint64_t vpn, uint64_t n)
+{
+    if (!vpn_range_ok(r, vpn, n) || n == 0)
+        return -EINVAL;
+    return fault_wake_range(r, vpn, n);
+}
+
+static int write_protect(struct lethe_region *r, uint64_t vpn, uint64_t n, bool wp)
+{
+    struct uffdio_writeprotect w = {
+        .range = {.start = fault_addr(r, vpn), .len = n * PG},
+        .mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+    };
+    return ioctl(r->uffd, UFFDIO_WRITEPROTECT, &w) == 0 ? 0 : -errno;
+}
+
+int fault_resolve_wp(struct lethe_region *r, uint64_t vpn)
+{
+    fault_stripe_lock(r, vpn);
+    int rc = write_protect(r, vpn, 1, false); /* lifts the protection and wakes the writer */
+    fault_stripe_unlock(r, vpn);
+    return rc;
+}
+
+/* Copies n pages from src to vpn. Pages already present are skipped (and woken). */
+static int copy_in(struct lethe_region *r, uint64_t vpn, const void *src, uint64_t n,
+                   size_t src_stride)
+{
+    uint64_t mode = r->has_dirty ? UFFDIO_COPY_MODE_WP : 0;
+    int result = 0;
+    uint64_t done = 0;
+    while (done < n) {
+        struct uffdio_copy c = {
+            .dst = fault_addr(r, vpn + done),
+            .src = (uint64_t)(uintptr_t)src + done * src_stride,
+            .len = (src_stride ? n - done : 1) * PG,
+            .mode = mode,
+        };
+        if (ioctl(r->uffd, UFFDIO_COPY, &c) == 0) {
+            done += c.len / PG;
+            continue;
+        }
+        if (c.copy > 0) { /* partial: carry on after the pages it installed */
+            done += (uint64_t)c.copy / PG;
+            continue;
+        }
+        int err = c.copy < 0 ? (int)-c.copy : errno;
+        if (err == EEXIST) {
+            fault_wake_range(r, vpn + done, 1);
+            result = -EEXIST;
+            done++;
+            continue;
+        }
+        return -err;
+    }
+    return result;
+}
+
+int lethe_page_install(struct lethe_region *r, uint64_t vpn, const void *src)
+{
+    if (!vpn_range_ok(r, vpn, 1))
+        return -EINVAL;
+    return copy_in(r, vpn, src, 1, PG);
+}
+
+int lethe_page_install_range(struct lethe_region *r, uint64_t vpn, const void *src, uint64_t n)
+{
+    if (!vpn_range_ok(r, vpn, n) || n == 0)
+        return -EINVAL;
+    return copy_in(r, vpn, src, n, PG);
+}
+
+int lethe_page_install_zero(struct lethe_region *r, uint64_t vpn)
+{
+    if (!vpn_range_ok(r, vpn, 1))
+        return -EINVAL;
+    if (r->has_dirty)
+        return copy_in(r, vpn, r->zero_page, 1, 0);
+    struct uffdio_zeropage z = {.range = {.start = fault_addr(r, vpn), .len = PG}};
+    if (ioctl(r->uffd, UFFDIO_ZEROPAGE, &z) == 0)
+        return 0;
+    int err = z.zeropage < 0 ? (int)-z.zeropage : errno;
+    if (err == EEXIST)
+        fault_wake_range(r, vpn, 1);
+    return -err;
+}
+
+/* Moves len bytes from src to dst with UFFDIO_MOVE on uffd; returns bytes moved (> 0) or a
+ * negative errno for the first page. */
+static int64_t move_pages(int uffd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode)
+{
+    struct uffdio_move m = {.dst = dst, .src = src, .len = len, .mode = mode};
+    if (ioctl(uffd, UFFDIO_MOVE, &m) == 0)
+        return (int64_t)len;
+    if (m.move > 0)
+        return m.move;
+    return m.move < 0 ? m.move : -errno;
+}
+
+/* Linux 6.18 can report -EEXIST for a page it did move (seen under concurrent writes to the
+ * source page: the move is retried internally and finds its own result at the destination).
+ * The source gone and the destination present means the page moved. */
+static bool moved_anyway(uint64_t src, uint64_t dst)
+{
+    return !page_present((void *)(uintptr_t)src) && page_present((void *)(uintptr_t)dst);
+}
+
+/* -EFAULT from UFFDIO_MOVE on a hole: the source pte is a write-protect marker (planted by a
+ * protect that raced with an application madvise). Clear it; the page is not present. */
+static bool clear_marker(struct lethe_region *r, uint64_t vpn)
+{
+    if (page_present((void *)(uintptr_t)fault_addr(r, vpn)))
+        return false;
+    write_protect(r, vpn, 1, false);
+    return true;
+}
+
+/* EBUSY from UFFDIO_MOVE: the page is not exclusive to this process (COW-shared with a
+ * forked child, or left shared after the child exited) or pinned. A write fault makes it
+ * exclusive without changing its content (reuse, or copy-on-write); pinned pages stay busy. */
+static bool make_exclusive(uint64_t addr)
+{
+    return madvise((void *)(uintptr_t)addr, PG, MADV_POPULATE_WRITE) == 0;
+}
+
+static int soft_unmap_copy(struct lethe_region *r, uint64_t vpn, uint64_t frame)
+{
+    void *page = (void *)(uintptr_t)fault_addr(r, vpn);
+    void *slot = (void *)(uintptr_t)fault_slot_addr(r, frame);
+    if (r->sync_wp) {
+        fault_stripe_lock(r, vpn);
+        write_protect(r, vpn, 1, true);
+    }
+    int rc = 0;
+    if (!page_present(page)) {
+        rc = -ENOENT;
+    } else {
+        memcpy(slot, page, PG);
+        if (madvise(page, PG, MADV_DONTNEED) != 0)
+            rc = -errno;
+    }
+    if (r->sync_wp)
+        fault_stripe_unlock(r, vpn);
+    return rc;
+}
+
+int lethe_page_soft_unmap_batch_status(struct lethe_region *r, const uint64_t *vpns,
+                                       const uint64_t *frames, unsigned n, int *status)
+{
+    int moved = 0;
+    unsigned i = 0;
+    while (i < n) {
+        if (!vpn_range_ok(r, vpns[i], 1) || frames[i] >= r->nframes) {
+            if (status)
+                status[i] = -EINVAL;
+            i++;
+            continue;
+        }
+        if (!r->has_move) {
+            int rc = soft_unmap_copy(r, vpns[i], frames[i]);
+            if (status)
+                status[i] = rc;
+            moved += rc == 0;
+            i++;
+            continue;
+        }
+        unsigned run = 1;
+        while (i + run < n && vpns[i + run] == vpns[i] + run &&
+               frames[i + run] == frames[i] + run && vpn_range_ok(r, vpns[i + run], 1) &&
+               frames[i + run] < r->nframes)
+            run++;
+        int64_t got =
+            move_pages(r->park_uffd, fault_slot_addr(r, frames[i]), fault_addr(r, vpns[i]),
+                       (uint64_t)run * PG, UFFDIO_MOVE_MODE_DONTWAKE);
+        uint64_t src = fault_addr(r, vpns[i]), dst = fault_slot_addr(r, frames[i]);
+        if (got == -EBUSY && make_exclusive(src))
+            got = move_pages(r->park_uffd, dst, src, PG, UFFDIO_MOVE_MODE_DONTWAKE);
+        if (got == -EEXIST && moved_anyway(src, dst))
+            got = PG;
+        if (got == -EFAULT && clear_marker(r, vpns[i]))
+            got = -ENOENT;
+        if (got > 0) {
+            unsigned pages = (unsigned)((uint64_t)got / PG);
+            if (status)
+                for (unsigned k = 0; k < pages; k++)
+                    status[i + k] = 0;
+            moved += (int)pages;
+            i += pages;
+            continue;
+        }
+        if (status)
+            status[i] = (int)got;
+        i++;
+    }
+    return moved;
+}
+
+int lethe_page_soft_unmap_batch(struct lethe_region *r, const uint64_t *vpns,
+                                const uint64_t *frames, unsigned n)
+{
+    int status_buf[64];
+    int first_err = 0;
+    for (unsigned off = 0; off < n; off += 64) {
+        unsigned k = n - off < 64 ? n - off : 64;
+        lethe_page_soft_unmap_batch_status(r, vpns + off, frames + off, k, status_buf);
+        for (unsigned j = 0; j < k && !first_err; j++)
+            first_err = status_buf[j];
+    }
+    return first_err;
+}
+
+int lethe_page_soft_unmap(struct lethe_region *r, uint64_t vpn, uint64_t frame)
+{
+    int status = 0;
+    lethe_page_soft_unmap_batch_status(r, &vpn, &frame, 1, &status);
+    return status;
+}
+
+static int map_back_move(struct lethe_region *r, uint64_t vpn, uint64_t frame)
+{
+    uint64_t dst = fault_addr(r, vpn), src = fault_slot_addr(r, frame);
+    uint64_t mode = r->has_dirty ? UFFDIO_MOVE_MODE_DONTWAKE : 0;
+    int64_t got = move_pages(r->uffd, dst, src, PG, mode);
+    if (got == -EBUSY && make_exclusive(src))
+        got = move_pages(r->uffd, dst, src, PG, mode);
+    if (got == -EEXIST && !page_present((void *)(uintptr_t)dst)) {
+        /* a write-protect marker on the hole, not a page: lift it and move again */
+        write_protect(r, vpn, 1, false);
+        got = move_pages(r->uffd, dst, src, PG, mode);
+    }
+    if (got == -EEXIST && moved_anyway(src, dst))
+        got = PG;
+    if (got == -EEXIST)
+        fault_wake_range(r, vpn, 1);
+    if (got < 0)
+        return (int)got;
+    if (r->has_dirty) {
+        /* The moved page arrives writable and unprotected: protect it before the waiters run. */
+        int rc = write_protect(r, vpn, 1, true);
+        fault_wake_range(r, vpn, 1);
+        if (rc < 0 && rc != -EAGAIN)
+            lethe_warn("map_back: cannot write-protect page %llu (%s): it will scan as written",
+                       (unsigned long long)vpn, strerror(-rc));
+    }
+    return 0;
+}
+
+int lethe_page_map_back(struct lethe_region *r, uint64_t vpn, uint64_t frame)
+{
+    if (!vpn_range_ok(r, vpn, 1) || frame >= r->nframes)
+        return -EINVAL;
+    if (r->has_move && !atomic_load_explicit(&r->child, memory_order_relaxed))
+        return map_back_move(r, vpn, frame);
+    void *slot = (void *)(uintptr_t)fault_slot_addr(r, frame);
+    int rc = copy_in(r, vpn, slot, 1, PG);
+    if (rc == 0)
+        madvise(slot, PG, MADV_DONTNEED);
+    return rc;
+}
+
+int lethe_page_drop_slots(struct lethe_region *r, const uint64_t *frames, unsigned n)
+{
+    unsigned i = 0;
+    while (i < n) {
+        if (frames[i] >= r->nframes)
+            return -EINVAL;
+        unsigned run = 1;
+        while (i + run < n && frames[i + run] == frames[i] + run && frames[i + run] < r->nframes)
+            run++;
+        if (madvise((void *)(uintptr_t)fault_slot_addr(r, frames[i]), (size_t)run * PG,
+                    MADV_DONTNEED) != 0)
+            return -errno;
+        i += run;
+    }
+    return 0;
+}
+
+int lethe_page_drop_slot(struct lethe_region *r, uint64_t frame)
+{
+    return lethe_page_drop_slots(r, &frame, 1);
+}
+
+static int drop_with_madvise(struct lethe_region *r, uint64_t vpn, uint64_t n)
+{
+    if (madvise((void *)(uintptr_t)fault_addr(r, vpn), n * PG, MADV_DONTNEED) != 0)
+        return -errno;
+    return 0;
+}
+
+/* Moves [vpn, vpn+n) (holes allowed) into the scratch pages after the slots and drops them
+ * there: the region's uffd sees no madvise, so no release event comes back and the caller
+ * never waits for an event reader. Pages UFFDIO_MOVE cannot take (pinned; a write-protect
+ * marker on a hole) are dropped with MADV_DONTNEED, which does raise the event. */
+static int drop_by_move(struct lethe_region *r, uint64_t vpn, uint64_t n)
+{
+    uint64_t scratch = fault_slot_addr(r, r->nframes);
+    int rc = 0;
+    pthread_mutex_lock(&r->scratch_lock);
+    uint64_t done = 0;
+    while (done < n && rc == 0) {
+        uint64_t k = n - done < FAULT_SCRATCH_PAGES ? n - done : FAULT_SCRATCH_PAGES;
+        uint64_t moved = 0;
+        while (moved < k) {
+            uint64_t src = fault_addr(r, vpn + done + moved);
+            int64_t got = move_pages(r->park_uffd, scratch + moved * PG, src, (k - moved) * PG,
+                                     UFFDIO_MOVE_MODE_DONTWAKE | UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES);
+            if (got > 0) {
+                moved += (uint64_t)got / PG;
+                continue;
+            }
+            uint64_t dst = scratch + moved * PG;
+            if (got == -EBUSY && make_exclusive(src))
+                got = move_pages(r->park_uffd, dst, src, PG, UFFDIO_MOVE_MODE_DONTWAKE);
+            if ((got == -EEXIST && moved_anyway(src, dst)) ||
+                (got == -EFAULT && clear_marker(r, vpn + done + moved)))
+                got = PG;
+            if (got <= 0 && (rc = drop_with_madvise(r, vpn + done + moved, 1)) < 0)
+                break;
+            moved++;
+        }
+        if (madvise((void *)(uintptr_t)scratch, k * PG, MADV_DONTNEED) != 0 && rc == 0)
+            rc = -errno;
+        done += k;
+    }
+    pthread_mutex_unlock(&r->scratch_lock);
+    return rc;
+}
+
+int lethe_page_drop(struct lethe_region *r, uint64_t vpn, uint64_t n)
+{
+    if (!vpn_range_ok(r, vpn, n) || n == 0)
+        return -EINVAL;
+    if (r->has_move && r->app_events && !atomic_load_explicit(&r->child, memory_order_relaxed))
+        return drop_by_move(r, vpn, n);
+    return drop_with_madvise(r, vpn, n);
+}
+
+static inline void set_bits(uint64_t *bm, uint64_t from, uint64_t to)
+{
+    for (uint64_t i = from; i < to; i++)
+        bm[i >> 6] |= (uint64_t)1 << (i & 63);
+}
+
+/* No dirty tracking: every present page counts as written. */
+static int64_t scan_present(struct lethe_region *r, uint64_t vpn, uint64_t n, uint64_t *written)
+{
+    unsigned char vec[4096];
+    int64_t count = 0;
+    for (uint64_t off = 0; off < n; off += sizeof(vec)) {
+        uint64_t k = n - off < sizeof(vec) ? n - off : sizeof(vec);
+        if (mincore((void *)(uintptr_t)fault_addr(r, vpn + off), k * PG, vec) != 0)
+            return -errno;
+        for (uint64_t i = 0; i < k; i++) {
+            if (vec[i] & 1) {
+                written[(off + i) >> 6] |= (uint64_t)1 << ((off + i) & 63);
+                count++;
+            }
+        }
+    }
+    return count;
+}
+
+int64_t lethe_page_scan_dirty(struct lethe_region *r, uint64_t vpn, uint64_t n, uint64_t *written)
+{
+    if (!vpn_range_ok(r, vpn, n))
+        return -EINVAL;
+    memset(written, 0, ((n + 63) / 64) * sizeof(uint64_t));
+    if (n == 0)
+        return 0;
+    if (!r->has_dirty)
+        return scan_present(r, vpn, n, written);
+    /* Requiring PRESENT keeps the scan off holes: it neither reports them nor plants
+     * write-protect markers in them (a marker would make UFFDIO_MOVE into the hole fail). */
+    struct page_region vec[128];
+    uint64_t start = fault_addr(r, vpn), end = fault_addr(r, vpn + n);
+    int64_t count = 0;
+    while (start < end) {
+        struct pm_scan_arg arg = {
+            .size = sizeof(arg),
+            .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            .start = start,
+            .end = end,
+            .vec = (uint64_t)(uintptr_t)vec,
+            .vec_len = sizeof(vec) / sizeof(vec[0]),
+            .category_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+            .return_mask = PAGE_IS_WRITTEN,
+        };
+        int got = ioctl(r->pagemap_fd, PAGEMAP_SCAN, &arg);
+        if (got < 0)
+            return -errno;
+        for (int i = 0; i < got; i++) {
+            uint64_t from = fault_vpn(r, vec[i].start) - vpn;
+            uint64_t to = fault_vpn(r, vec[i].end) - vpn;
+            set_bits(written, from, to);
+            count += (int64_t)(to - from);
+        }
+        if (arg.walk_end <= start)
+            break;
+        start = arg.walk_end;
+    }
+    return count;
+}

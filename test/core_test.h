@@ -1,0 +1,77 @@
+/* core_test.h — helpers shared by the swapper's tests (test_core*.c, test_evict*.c,
+ * test_stress*.c, test_reserve*.c): a small config on the `local` transport, and page
+ * contents that are a function of (page number, version). */
+#ifndef LETHE_CORE_TEST_H
+#define LETHE_CORE_TEST_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/lethe.h"
+#include "core/log.h"
+
+#define PG 4096UL
+
+static inline struct lethe_config core_test_config(enum lethe_delivery delivery,
+                                                   enum lethe_reclaim reclaim, uint64_t cache,
+                                                   uint64_t region)
+{
+    struct lethe_config c;
+    lethe_config_defaults(&c);
+    c.transport = LETHE_TRANSPORT_LOCAL;
+    c.cache_size = cache;
+    c.region_size = region;
+    c.remote_size = region;
+    c.fault_delivery = delivery;
+    c.reclaim = reclaim;
+    c.vcpus = 2;
+    c.shards = 4;
+    c.pin_vcpus = false;
+    c.memnode_embedded = false;
+    c.log_level = LETHE_LOG_WARN;
+    return c;
+}
+
+static inline uint64_t core_test_word(uint64_t page, uint64_t version, uint64_t i)
+{
+    uint64_t x = (page * 0x9e3779b97f4a7c15ULL) ^ (version * 0xc2b2ae3d27d4eb4fULL) ^ (i + 1);
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    return x ^ (x >> 29);
+}
+
+/* Word 0 is the page number, word 1 the version, the rest depends on both. */
+static inline void core_test_fill(void *p, uint64_t page, uint64_t version)
+{
+    uint64_t *w = p;
+    __atomic_store_n(&w[0], page, __ATOMIC_RELAXED); /* other threads may peek at word 0 */
+    w[1] = version;
+    for (uint64_t i = 2; i < PG / 8; i++)
+        w[i] = core_test_word(page, version, i);
+}
+
+/* 0 when the page holds (page, version); else the index of the first wrong word + 1. */
+static inline unsigned core_test_check(const void *p, uint64_t page, uint64_t version)
+{
+    const volatile uint64_t *w = p;
+    if (w[0] != page)
+        return 1;
+    if (w[1] != version)
+        return 2;
+    for (uint64_t i = 2; i < PG / 8; i++)
+        if (w[i] != core_test_word(page, version, i))
+            return (unsigned)i + 1;
+    return 0;
+}
+
+static inline int core_test_is_zero(const void *p)
+{
+    const volatile uint64_t *w = p;
+    for (uint64_t i = 0; i < PG / 8; i++)
+        if (w[i])
+            return 0;
+    return 1;
+}
+
+#endif

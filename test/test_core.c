@@ -1,0 +1,487 @@
+/* test_core.c — the swapper end to end on the `local` transport: real userfaultfd faults
+ * through the real runtime, in both delivery modes. Each test states one behaviour of the
+ * fault paths, the extent calls, the application's own madvise/mremap, cache resizing, a
+ * forked child and the failure reports. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "core_test.h"
+#include "rdma/local.h"
+
+#define MiB (1024UL * 1024UL)
+
+static struct lethe *start(enum lethe_delivery d, enum lethe_reclaim r, uint64_t cache,
+                           uint64_t region)
+{
+    struct lethe_config c = core_test_config(d, r, cache, region);
+    struct lethe *l = NULL;
+    int rc = lethe_start(&c, &l);
+    cr_assert_eq(rc, 0, "lethe_start: %s", strerror(-rc));
+    return l;
+}
+
+/* With thread delivery the faulting thread resumes as soon as its page is installed, a
+ * moment before the vCPU counts it: wait until the counters stop moving. */
+static struct lethe_stats stats(struct lethe *l)
+{
+    struct lethe_stats s, t;
+    lethe_get_stats(l, &s);
+    for (int i = 0; i < 100; i++) {
+        usleep(2000);
+        lethe_get_stats(l, &t);
+        if (t.faults == s.faults && t.demand_zero == s.demand_zero && t.swap_ins == s.swap_ins &&
+            t.soft_hits == s.soft_hits && t.released_pages == s.released_pages &&
+            t.active_pages == s.active_pages && t.free_frames == s.free_frames)
+            break;
+        s = t;
+    }
+    return t;
+}
+
+static void fresh_extents_read_as_zeros(enum lethe_delivery d)
+{
+    struct lethe *l = start(d, LETHE_RECLAIM_REBALANCER, 1 * MiB, 16 * MiB);
+    char *p = lethe_extent_alloc(l, 64 * PG, 0);
+    cr_assert_not_null(p);
+    cr_assert(lethe_in_region(l, p));
+    for (unsigned i = 0; i < 64; i++)
+        cr_assert(core_test_is_zero(p + i * PG), "page %u", i);
+    struct lethe_stats s = stats(l);
+    cr_assert_eq(s.demand_zero, 64, "%lu demand-zero faults of %lu", s.demand_zero, s.faults);
+    cr_assert_eq(s.swap_ins, 0);
+    cr_assert_geq(s.faults, 64);
+    cr_assert_eq(s.active_pages + s.inactive_pages + s.free_frames, s.frames);
+    lethe_stop(l);
+}
+
+Test(core, fresh_extents_read_as_zeros_thread_delivery)
+{
+    fresh_extents_read_as_zeros(LETHE_DELIVERY_THREAD);
+}
+
+Test(core, fresh_extents_read_as_zeros_signal_delivery)
+{
+    fresh_extents_read_as_zeros(LETHE_DELIVERY_SIGNAL);
+}
+
+static void round_trip(enum lethe_delivery d, enum lethe_reclaim r)
+{
+    struct lethe *l = start(d, r, 1 * MiB, 32 * MiB);
+    const unsigned n = 1024; /* 4x the cache */
+    char *p = lethe_extent_alloc(l, n * PG, 0);
+    cr_assert_not_null(p);
+    for (unsigned i = 0; i < n; i++)
+        core_test_fill(p + i * PG, i, 1);
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_eq(core_test_check(p + i * PG, i, 1), 0, "page %u", i);
+    struct lethe_stats s = stats(l);
+    cr_assert_geq(s.swap_outs, n - 256, "what did not fit was written back (%lu)",
+                  (unsigned long)s.swap_outs);
+    cr_assert_geq(s.swap_ins, n - 256, "and read back (%lu)", (unsigned long)s.swap_ins);
+    cr_assert_leq(s.active_pages + s.inactive_pages, s.frames);
+    cr_assert_leq(s.remote_slots_used, n, "at most one slot per page");
+    /* Each page is written once, so it is written back once — plus, at most, once more for a
+     * write caught late (a late write on a fresh page is its first write-back). */
+    cr_assert(s.remote_slots_used <= s.swap_outs &&
+                  s.swap_outs <= s.remote_slots_used + s.late_writes,
+              "%lu slots, %lu swap-outs, %lu late writes", (unsigned long)s.remote_slots_used,
+              (unsigned long)s.swap_outs, (unsigned long)s.late_writes);
+    lethe_stop(l);
+}
+
+Test(core, pages_survive_eviction_and_come_back_thread_rebalancer)
+{
+    round_trip(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER);
+}
+
+Test(core, pages_survive_eviction_and_come_back_signal_direct)
+{
+    round_trip(LETHE_DELIVERY_SIGNAL, LETHE_RECLAIM_DIRECT);
+}
+
+/* One vCPU, one shard, direct reclaim, signal delivery (the faulting thread serves its own
+ * fault, so everything is done when the access returns): the lists are deterministic. */
+static struct lethe *start_small(enum lethe_delivery d)
+{
+    struct lethe_config c = core_test_config(d, LETHE_RECLAIM_DIRECT, 16 * PG, 4 * MiB);
+    c.vcpus = 1;
+    c.shards = 1;
+    c.reclaim_batch = 4;
+    c.inactive_pct = 30;
+    struct lethe *l = NULL;
+    cr_assert_eq(lethe_start(&c, &l), 0);
+    return l;
+}
+
+static unsigned state_of(struct lethe *l, const void *addr)
+{
+    return lethe_pte_state(lethe_pte_load(&l->pt[lethe_region_vpn(l->region, addr)]));
+}
+
+Test(core, a_parked_page_touched_again_is_a_soft_hit_and_goes_back_to_the_active_list)
+{
+    struct lethe *l = start_small(LETHE_DELIVERY_SIGNAL);
+    char *p = lethe_extent_alloc(l, 17 * PG, 0);
+    for (unsigned i = 0; i < 16; i++)
+        core_test_fill(p + i * PG, i, 7);
+    /* page 16 needs a frame: pages 0..7 are demoted, 0..3 evicted, 4..7 stay parked */
+    core_test_fill(p + 16 * PG, 16, 7);
+    cr_assert_eq(state_of(l, p + 0 * PG), LETHE_PS_REMOTE);
+    cr_assert_eq(state_of(l, p + 5 * PG), LETHE_PS_PARKED);
+    struct lethe_stats before = stats(l);
+    cr_assert_eq(before.inactive_pages, 4);
+    cr_assert_eq(core_test_check(p + 5 * PG, 5, 7), 0, "the parked content comes back");
+    struct lethe_stats s = stats(l);
+    cr_assert_eq(s.soft_hits - before.soft_hits, 1);
+    cr_assert_eq(s.promotions - before.promotions, 1);
+    cr_assert_eq(s.swap_ins, before.swap_ins, "a soft hit reads nothing remote");
+    cr_assert_eq(s.inactive_pages, 3);
+    uint64_t w = lethe_pte_load(&l->pt[lethe_region_vpn(l->region, p + 5 * PG)]);
+    cr_assert_eq(lethe_pte_state(w), LETHE_PS_MAPPED);
+    cr_assert(w & LETHE_PTE_REF, "marked referenced");
+    cr_assert(w & LETHE_PTE_DIRTY, "the dirty bit read at demotion survives the round trip");
+    cr_assert_eq(lethe_frame_list(&l->frames[lethe_pte_frame(w)]), LETHE_FL_ACTIVE);
+    lethe_stop(l);
+}
+
+Test(core, a_referenced_page_gets_a_second_chance_at_refill)
+{
+    struct lethe *l = start_small(LETHE_DELIVERY_SIGNAL);
+    char *p = lethe_extent_alloc(l, 64 * PG, 0);
+    for (unsigned i = 0; i < 17; i++)
+        (void)*(volatile char *)(p + i * PG);
+    /* 4..7 parked; touch 4: mapped back, REF, active head */
+    (void)*(volatile char *)(p + 4 * PG);
+    cr_assert_eq(state_of(l, p + 4 * PG), LETHE_PS_MAPPED);
+    /* Enough new pages to cycle every other page of the first 17 out: page 4 is passed over
+     * once (REF cleared) and survives while its contemporaries are evicted. */
+    for (unsigned i = 17; i < 30; i++)
+        (void)*(volatile char *)(p + i * PG);
+    cr_assert_eq(state_of(l, p + 5 * PG), LETHE_PS_UNTOUCHED, "fresh page 5 was discarded");
+    cr_assert_eq(state_of(l, p + 8 * PG), LETHE_PS_UNTOUCHED);
+    unsigned st = state_of(l, p + 4 * PG);
+    cr_assert(st == LETHE_PS_MAPPED || st == LETHE_PS_PARKED, "page 4 is still resident (%u)", st);
+    cr_assert_not(lethe_pte_load(&l->pt[lethe_region_vpn(l->region, p + 4 * PG)]) & LETHE_PTE_REF,
+                  "its second chance is used up");
+    lethe_stop(l);
+}
+
+Test(core, extent_free_gives_back_frames_and_remote_slots)
+{
+    struct lethe *l = start(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT, 1 * MiB, 32 * MiB);
+    const unsigned n = 768;
+    char *p = lethe_extent_alloc(l, n * PG, 0);
+    for (unsigned i = 0; i < n; i++)
+        core_test_fill(p + i * PG, i, 3);
+    struct lethe_stats s = stats(l);
+    cr_assert_gt(s.remote_slots_used, 0);
+    cr_assert_gt(s.remote_pages, 0);
+    lethe_extent_free(l, p, n * PG);
+    s = stats(l);
+    cr_assert_eq(s.remote_slots_used, 0);
+    cr_assert_eq(s.remote_pages, 0);
+    cr_assert_eq(s.free_frames, s.frames, "every frame is free again");
+    cr_assert_eq(s.active_pages + s.inactive_pages, 0);
+    cr_assert_eq(s.released_pages, n);
+    /* the same range, allocated again, reads as zeros */
+    char *q = lethe_extent_alloc(l, n * PG, 0);
+    cr_assert_eq(q, p, "first fit returns the same range");
+    for (unsigned i = 0; i < n; i++)
+        cr_assert(core_test_is_zero(q + i * PG), "page %u", i);
+    lethe_stop(l);
+}
+
+Test(core, purge_discards_the_content_and_keeps_the_extent_usable)
+{
+    struct lethe *l = start(LETHE_DELIVERY_SIGNAL, LETHE_RECLAIM_REBALANCER, 1 * MiB, 32 * MiB);
+    const unsigned n = 512;
+    char *p = lethe_extent_alloc(l, n * PG, 0);
+    for (unsigned i = 0; i < n; i++)
+        core_test_fill(p + i * PG, i, 9);
+    lethe_extent_purge(l, p, n * PG);
+    for (unsigned i = 0; i < n; i++)
+        cr_assert(core_test_is_zero(p + i * PG), "page %u", i);
+    core_test_fill(p, 0, 10);
+    cr_assert_eq(core_test_check(p, 0, 10), 0);
+    lethe_stop(l);
+}
+
+Test(core, the_applications_madvise_dontneed_releases_pages_wherever_they_are)
+{
+    struct lethe *l = start(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT, 1 * MiB, 32 * MiB);
+    const unsigned n = 768; /* some mapped, some parked, most remote */
+    char *p = lethe_extent_alloc(l, n * PG, 0);
+    for (unsigned i = 0; i < n; i++)
+        core_test_fill(p + i * PG, i, 4);
+    cr_assert_eq(madvise(p, n * PG, MADV_DONTNEED), 0);
+    /* madvise returns once the runtime has read the event, maybe before release() is done
+     * with the range: give it that moment. */
+    usleep(100000);
+    for (unsigned i = 0; i < n; i++)
+        cr_assert(core_test_is_zero(p + i * PG), "page %u", i);
+    struct lethe_stats s = stats(l);
+    cr_assert_geq(s.released_pages, n, "released %lu of %u", s.released_pages, n);
+    cr_assert_eq(s.remote_slots_used, 0, "no slot outlives its page");
+    lethe_stop(l);
+}
+
+Test(core, mremap_within_the_region_moves_the_page_state_with_the_pages)
+{
+    struct lethe *l = start(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT, 1 * MiB, 32 * MiB);
+    const unsigned n = 512;
+    char *p = lethe_extent_alloc(l, n * PG, 0);
+    char *q = lethe_extent_alloc(l, n * PG, 0);
+    for (unsigned i = 0; i < n; i++)
+        core_test_fill(p + i * PG, i, 5);
+    void *m = mremap(p, n * PG, n * PG, MREMAP_MAYMOVE | MREMAP_FIXED, q);
+    cr_assert_eq(m, (void *)q, "mremap: %s", strerror(errno));
+    /* The runtime calls remap() once it has read the event; give it that moment (faults on
+     * the destination before remap() has run would be served as untouched pages). */
+    usleep(100000);
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_eq(core_test_check(q + i * PG, i, 5), 0, "page %u", i);
+    lethe_stop(l);
+}
+
+Test(core, the_cache_grows_and_shrinks_at_run_time_without_losing_pages)
+{
+    struct lethe *l = start(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 1 * MiB, 32 * MiB);
+    const unsigned n = 768; /* 3x the cache; fits the grown cache even with its 20% reserve */
+    char *p = lethe_extent_alloc(l, n * PG, 0);
+    for (unsigned i = 0; i < n; i++)
+        core_test_fill(p + i * PG, i, 1);
+    cr_assert_eq(lethe_set_cache_size(l, 5 * MiB), -EINVAL, "beyond 4x the initial cache");
+    cr_assert_eq(lethe_set_cache_size(l, 4 * MiB), 0);
+    struct lethe_stats s = stats(l);
+    cr_assert_eq(s.frames, 1024);
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_eq(core_test_check(p + i * PG, i, 1), 0, "page %u", i);
+    uint64_t swap_ins = stats(l).swap_ins;
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_eq(core_test_check(p + i * PG, i, 1), 0, "page %u", i);
+    cr_assert_eq(stats(l).swap_ins, swap_ins, "everything fits now: no more swap-ins");
+
+    cr_assert_eq(lethe_set_cache_size(l, 512 * 1024), 0);
+    s = stats(l);
+    cr_assert_eq(s.frames, 128);
+    cr_assert_leq(s.active_pages + s.inactive_pages + s.free_frames, 128,
+                  "retired frames hold nothing");
+    for (unsigned i = 0; i < n; i++)
+        core_test_fill(p + i * PG, i, 2);
+    for (unsigned i = 0; i < n; i++)
+        cr_assert_eq(core_test_check(p + i * PG, i, 2), 0, "page %u", i);
+    s = stats(l);
+    cr_assert_leq(s.active_pages + s.inactive_pages, 128);
+    cr_assert_eq(lethe_set_cache_size(l, 1 * MiB), 0);
+    cr_assert_eq(stats(l).frames, 256);
+    cr_assert_eq(lethe_set_cache_size(l, 8 * PG), -EINVAL, "below the minimum");
+    lethe_stop(l);
+}
+
+Test(core, a_forked_child_reads_local_pages_and_dies_on_remote_ones)
+{
+    struct lethe *l = start_small(LETHE_DELIVERY_SIGNAL);
+    char *p = lethe_extent_alloc(l, 17 * PG, 0);
+    for (unsigned i = 0; i < 17; i++)
+        core_test_fill(p + i * PG, i, 11);
+    /* 0..3 remote, 4..7 parked, 8..16 mapped */
+    cr_assert_eq(state_of(l, p + 1 * PG), LETHE_PS_REMOTE);
+    cr_assert_eq(state_of(l, p + 6 * PG), LETHE_PS_PARKED);
+    cr_assert_eq(state_of(l, p + 9 * PG), LETHE_PS_MAPPED);
+    fflush(NULL);
+    pid_t c = fork();
+    if (c == 0) {
+        for (unsigned i = 4; i < 17; i++)
+            if (core_test_check(p + i * PG, i, 11) != 0)
+                _exit(10 + (int)i);
+        _exit(0);
+    }
+    int status;
+    cr_assert_eq(waitpid(c, &status, 0), c);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+
+    int pipefd[2];
+    cr_assert_eq(pipe(pipefd), 0);
+    fflush(NULL);
+    c = fork();
+    if (c == 0) {
+        dup2(pipefd[1], 2);
+        lethe_log_set_fd(2);
+        volatile char x = p[1 * PG];
+        (void)x;
+        _exit(0); /* reading zeros for a remote page would end here */
+    }
+    close(pipefd[1]);
+    char buf[4096] = "";
+    size_t len = 0;
+    ssize_t got;
+    while (len < sizeof(buf) - 1 && (got = read(pipefd[0], buf + len, sizeof(buf) - 1 - len)) > 0)
+        len += (size_t)got;
+    close(pipefd[0]);
+    cr_assert_eq(waitpid(c, &status, 0), c);
+    cr_assert_not(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child must not go on");
+    cr_assert_not_null(strstr(buf, "forked child cannot reach remote memory (local)"), "log: %s",
+                       buf);
+    /* the parent is unaffected */
+    for (unsigned i = 0; i < 17; i++)
+        cr_assert_eq(core_test_check(p + i * PG, i, 11), 0, "page %u", i);
+    lethe_stop(l);
+}
+
+/* Runs `body` in a child process with stderr captured; returns the child's wait status. */
+static int in_child(void (*body)(void), char *log, size_t len)
+{
+    int pipefd[2];
+    cr_assert_eq(pipe(pipefd), 0);
+    fflush(NULL);
+    pid_t c = fork();
+    if (c == 0) {
+        dup2(pipefd[1], 2);
+        close(pipefd[0]);
+        alarm(20);
+        body();
+        _exit(0);
+    }
+    close(pipefd[1]);
+    size_t n = 0;
+    ssize_t got;
+    while (n < len - 1 && (got = read(pipefd[0], log + n, len - 1 - n)) > 0)
+        n += (size_t)got;
+    log[n] = '\0';
+    close(pipefd[0]);
+    int status;
+    waitpid(c, &status, 0);
+    return status;
+}
+
+static void read_failure_body(void)
+{
+    struct lethe *l = start(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT, 256 * 1024, 8 * MiB);
+    char *p = lethe_extent_alloc(l, 256 * PG, 0);
+    for (unsigned i = 0; i < 256; i++)
+        core_test_fill(p + i * PG, i, 1);
+    lethe_local_inject_failure(l->transport, LETHE_LOCAL_FAIL_READ);
+    (void)*(volatile char *)p; /* page 0 is remote by now */
+}
+
+Test(core, a_page_that_cannot_be_read_is_reported_and_kills_the_process)
+{
+    char log[8192];
+    int status = in_child(read_failure_body, log, sizeof(log));
+    cr_assert_not(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+    cr_assert(!WIFSIGNALED(status) || WTERMSIG(status) != SIGALRM, "it must not hang");
+    cr_assert_not_null(strstr(log, "(vpn "), "log: %s", log);
+    cr_assert_not_null(strstr(log, "cannot read from local: injected failure reading slot"),
+                       "log: %s", log);
+}
+
+static void write_failure_body(void)
+{
+    struct lethe *l = start(LETHE_DELIVERY_SIGNAL, LETHE_RECLAIM_DIRECT, 256 * 1024, 8 * MiB);
+    lethe_local_inject_failure(l->transport, LETHE_LOCAL_FAIL_WRITE);
+    char *p = lethe_extent_alloc(l, 256 * PG, 0);
+    for (unsigned i = 0; i < 256; i++)
+        core_test_fill(p + i * PG, i, 1);
+}
+
+Test(core, a_page_that_cannot_be_written_back_is_reported_and_kills_the_process)
+{
+    char log[8192];
+    int status = in_child(write_failure_body, log, sizeof(log));
+    cr_assert_not(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+    cr_assert(!WIFSIGNALED(status) || WTERMSIG(status) != SIGALRM, "it must not hang");
+    cr_assert_not_null(strstr(log, "cannot write to local: injected failure writing slot"),
+                       "log: %s", log);
+}
+
+static void remote_full_body(void)
+{
+    struct lethe_config c =
+        core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT, 64 * PG, 8 * MiB);
+    c.remote_size = 32 * PG;
+    struct lethe *l = NULL;
+    if (lethe_start(&c, &l) != 0)
+        _exit(3);
+    char *p = lethe_extent_alloc(l, 256 * PG, 0);
+    for (unsigned i = 0; i < 256; i++)
+        core_test_fill(p + i * PG, i, 1);
+}
+
+Test(core, running_out_of_remote_memory_is_reported_and_kills_the_process)
+{
+    char log[8192];
+    int status = in_child(remote_full_body, log, sizeof(log));
+    cr_assert_not(WIFEXITED(status), "status %#x", status);
+    cr_assert(!WIFSIGNALED(status) || WTERMSIG(status) != SIGALRM, "it must not hang");
+    cr_assert_not_null(strstr(log, "remote memory is full"), "log: %s", log);
+}
+
+Test(core, a_full_remote_memory_still_lets_clean_and_fresh_pages_go)
+{
+    /* 64 frames, 96 remote slots, 128 pages written: once 96 pages have a slot, the 32 dirty
+     * pages without one stay resident and everything else cycles through the other frames. */
+    struct lethe_config c =
+        core_test_config(LETHE_DELIVERY_SIGNAL, LETHE_RECLAIM_DIRECT, 64 * PG, 8 * MiB);
+    c.vcpus = 1;
+    c.shards = 1;
+    c.reclaim_batch = 4;
+    c.remote_size = 96 * PG;
+    struct lethe *l = NULL;
+    cr_assert_eq(lethe_start(&c, &l), 0);
+    char *p = lethe_extent_alloc(l, 256 * PG, 0);
+    for (unsigned i = 0; i < 128; i++)
+        core_test_fill(p + i * PG, i, 1);
+    for (unsigned round = 0; round < 3; round++) {
+        for (unsigned i = 0; i < 128; i++)
+            cr_assert_eq(core_test_check(p + i * PG, i, 1), 0, "round %u page %u", round, i);
+        for (unsigned i = 128; i < 256; i++)
+            cr_assert(core_test_is_zero(p + i * PG), "fresh pages come and go");
+    }
+    struct lethe_stats s = stats(l);
+    cr_assert_eq(s.remote_slots_used, 96, "remote memory is full");
+    cr_assert_gt(s.clean_drops, 0);
+    cr_assert_gt(s.fresh_discards, 0);
+    lethe_stop(l);
+}
+
+Test(core, start_refuses_a_cache_below_the_minimum)
+{
+    struct lethe_config c =
+        core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT, 4 * PG, 8 * MiB);
+    struct lethe *l = NULL;
+    cr_assert_eq(lethe_start(&c, &l), -EINVAL);
+}
+
+Test(core, the_summary_names_the_paths_and_the_metadata_share)
+{
+    struct lethe *l = start(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 1 * MiB, 64 * MiB);
+    char *p = lethe_extent_alloc(l, 16 * PG, 0);
+    p[0] = 1;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    lethe_print_summary(l, f);
+    fclose(f);
+    cr_assert_not_null(strstr(text, "hit rate"), "%s", text);
+    cr_assert_not_null(strstr(text, "transport=local"), "%s", text);
+    cr_assert_not_null(strstr(text, "delivery=thread"), "%s", text);
+    cr_assert_not_null(strstr(text, "% of 64 MiB managed"), "%s", text);
+    free(text);
+    cr_assert_eq(lethe_shard_count(l), 4);
+    unsigned long faults = 0;
+    for (unsigned i = 0; i < 4; i++) {
+        struct lethe_shard_stats ss;
+        lethe_get_shard_stats(l, i, &ss);
+        faults += ss.faults;
+    }
+    cr_assert_eq(faults, stats(l).faults, "per-shard faults add up");
+    lethe_stop(l);
+}

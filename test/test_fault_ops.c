@@ -1,0 +1,382 @@
+/* test_fault_ops.c — the guest runtime's page operations: install, install_zero,
+ * soft_unmap / map_back, drop_slot, scan_dirty, wake, their error answers, and the copy
+ * fallbacks (force_fallback_move / force_fallback_dirty) with the same content checks.
+ */
+#include "test_fault_stub.h"
+
+#include <criterion/criterion.h>
+#include <sys/mman.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+static struct stub_core *start_thread_core(bool fallback_move, bool fallback_dirty)
+{
+    struct lethe_region_params p = stub_params(LETHE_DELIVERY_THREAD, 2);
+    p.force_fallback_move = fallback_move;
+    p.force_fallback_dirty = fallback_dirty;
+    struct stub_core *c = stub_start(&p);
+    cr_assert_not_null(c, "region_create failed: %s", strerror(errno));
+    return c;
+}
+
+static void *page_buf(uint64_t vpn)
+{
+    void *b = aligned_alloc(LETHE_PAGE_SIZE, LETHE_PAGE_SIZE);
+    stub_pattern(vpn, b);
+    return b;
+}
+
+Test(fault_ops, paths_name_the_active_mechanisms)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    const char *paths = lethe_region_paths(c->r);
+    cr_assert(strstr(paths, "delivery=thread") != NULL, "%s", paths);
+    if (lethe_region_has_move(c->r))
+        cr_assert(strstr(paths, "move=UFFDIO_MOVE") != NULL, "%s", paths);
+    if (lethe_region_has_dirty_tracking(c->r))
+        cr_assert(strstr(paths, "dirty=PAGEMAP_SCAN") != NULL, "%s", paths);
+    stub_stop(c);
+
+    c = start_thread_core(true, false);
+    cr_assert_not(lethe_region_has_move(c->r));
+    cr_assert_not(lethe_region_has_dirty_tracking(c->r), "copy fallback implies no async WP");
+    cr_assert(strstr(lethe_region_paths(c->r), "move=copy") != NULL, "%s",
+              lethe_region_paths(c->r));
+    stub_stop(c);
+
+    c = start_thread_core(false, true);
+    cr_assert_not(lethe_region_has_dirty_tracking(c->r));
+    cr_assert(strstr(lethe_region_paths(c->r), "dirty=none") != NULL, "%s",
+              lethe_region_paths(c->r));
+    stub_stop(c);
+}
+
+Test(fault_ops, create_rejects_bad_parameters)
+{
+    struct lethe_region *r;
+    struct lethe_region_params p = stub_params(LETHE_DELIVERY_THREAD, 1);
+    p.region_size = 12345;
+    cr_assert_eq(lethe_region_create(&p, &stub_ops, NULL, &r), -EINVAL);
+    p = stub_params(LETHE_DELIVERY_THREAD, 0);
+    cr_assert_eq(lethe_region_create(&p, &stub_ops, NULL, &r), -EINVAL);
+    p = stub_params(LETHE_DELIVERY_THREAD, 1);
+    p.staging_pages = 0;
+    cr_assert_eq(lethe_region_create(&p, &stub_ops, NULL, &r), -EINVAL);
+}
+
+Test(fault_ops, region_geometry_and_address_translation)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    struct lethe_region *r = c->r;
+    char *base = lethe_region_base(r);
+    cr_assert_eq(lethe_region_pages(r), (64ULL << 20) / LETHE_PAGE_SIZE);
+    cr_assert_eq(lethe_region_vcpus(r), 2);
+    cr_assert_eq(lethe_region_vpn(r, base + 5 * LETHE_PAGE_SIZE + 7), 5);
+    cr_assert_eq(lethe_region_vpn(r, base - 1), UINT64_MAX);
+    cr_assert_eq(lethe_region_vpn(r, base + (64ULL << 20)), UINT64_MAX);
+    cr_assert_eq(lethe_region_addr(r, 3), base + 3 * LETHE_PAGE_SIZE);
+    struct lethe_vcpu *v = lethe_region_vcpu(r, 1);
+    cr_assert_eq(v->id, 1);
+    cr_assert_eq(v->core, c, "vcpu_init ran on every vCPU");
+    cr_assert_not_null(v->staging);
+    cr_assert_null(lethe_region_vcpu(r, 2));
+    cr_assert_eq((uintptr_t)v % 64, 0, "vCPU contexts are cache-line aligned");
+    cr_assert_eq(atomic_load(&c->vcpu_inits), 2);
+    stub_stop(c);
+}
+
+static void check_first_touch_serves_content(bool fb_move, bool fb_dirty)
+{
+    struct stub_core *c = start_thread_core(fb_move, fb_dirty);
+    for (uint64_t vpn = 0; vpn < 64; vpn++)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)), "page %llu content", (unsigned long long)vpn);
+    cr_assert_eq(atomic_load(&c->faults), 64);
+    cr_assert_eq(atomic_load(&c->read_faults), 64);
+    stub_page(c, 100)[0] = 1; /* a write fault */
+    cr_assert_eq(atomic_load(&c->write_faults), 1);
+    struct lethe_fault_stats st;
+    lethe_region_get_stats(c->r, &st);
+    cr_assert_eq(st.faults, 65);
+    stub_stop(c);
+}
+
+Test(fault_ops, first_touch_is_served_with_the_cores_content)
+{
+    check_first_touch_serves_content(false, false);
+}
+
+Test(fault_ops, first_touch_is_served_in_copy_fallbacks)
+{
+    check_first_touch_serves_content(true, false);
+    check_first_touch_serves_content(false, true);
+}
+
+Test(fault_ops, install_zero_reads_zeros_and_is_write_clean)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    c->zero_fill = true;
+    for (uint64_t vpn = 0; vpn < 8; vpn++)
+        for (unsigned i = 0; i < LETHE_PAGE_SIZE; i += 512)
+            cr_assert_eq(stub_page(c, vpn)[i], 0);
+    cr_assert_eq(atomic_load(&c->zero_fills), 8);
+    if (lethe_region_has_dirty_tracking(c->r)) {
+        uint64_t bm[1];
+        cr_assert_eq(lethe_page_scan_dirty(c->r, 0, 8, bm), 0, "zero pages start clean");
+        stub_page(c, 3)[10] = 5;
+        cr_assert_eq(lethe_page_scan_dirty(c->r, 0, 8, bm), 1);
+        cr_assert_eq(bm[0], 1u << 3);
+        cr_assert_eq(stub_page(c, 3)[10], 5);
+    }
+    stub_stop(c);
+}
+
+Test(fault_ops, install_on_a_present_page_is_eexist)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    void *buf = page_buf(9);
+    cr_assert_eq(lethe_page_install(c->r, 9, buf), 0);
+    cr_assert(stub_check(9, stub_page(c, 9)));
+    cr_assert_eq(atomic_load(&c->faults), 0, "installed ahead of any fault");
+    cr_assert_eq(lethe_page_install(c->r, 9, buf), -EEXIST);
+    cr_assert_eq(lethe_page_install_zero(c->r, 9), -EEXIST);
+    cr_assert(stub_check(9, stub_page(c, 9)), "an EEXIST install leaves the page alone");
+    cr_assert_eq(lethe_page_install(c->r, lethe_region_pages(c->r), buf), -EINVAL);
+    free(buf);
+    stub_stop(c);
+}
+
+Test(fault_ops, install_range_installs_every_page_and_skips_present_ones)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    char *src = aligned_alloc(LETHE_PAGE_SIZE, 16 * LETHE_PAGE_SIZE);
+    for (uint64_t i = 0; i < 16; i++)
+        stub_pattern(200 + i, src + i * LETHE_PAGE_SIZE);
+    cr_assert_eq(lethe_page_install(c->r, 205, src + 5 * LETHE_PAGE_SIZE), 0);
+    cr_assert_eq(lethe_page_install_range(c->r, 200, src, 16), -EEXIST);
+    for (uint64_t i = 0; i < 16; i++)
+        cr_assert(stub_check(200 + i, stub_page(c, 200 + i)), "page %llu",
+                  (unsigned long long)(200 + i));
+    cr_assert_eq(atomic_load(&c->faults), 0);
+    if (lethe_region_has_dirty_tracking(c->r)) {
+        uint64_t bm[1];
+        cr_assert_eq(lethe_page_scan_dirty(c->r, 200, 16, bm), 0, "installs are write-clean");
+    }
+    free(src);
+    stub_stop(c);
+}
+
+static void check_soft_unmap_roundtrip(bool fb_move, bool fb_dirty)
+{
+    struct stub_core *c = start_thread_core(fb_move, fb_dirty);
+    for (uint64_t vpn = 0; vpn < 16; vpn++)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)));
+    for (uint64_t vpn = 0; vpn < 16; vpn++)
+        cr_assert_eq(stub_park(c, vpn, 100 + vpn), 0, "soft_unmap %llu", (unsigned long long)vpn);
+    cr_assert(stub_check(3, lethe_region_slot(c->r, 103)), "the slot holds the page");
+    uint64_t before = atomic_load(&c->faults);
+    for (uint64_t vpn = 0; vpn < 16; vpn += 2)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)), "page %llu after map_back",
+                  (unsigned long long)vpn);
+    cr_assert_eq(atomic_load(&c->faults) - before, 8, "each touch of a parked page faults");
+    cr_assert_eq(atomic_load(&c->map_backs), 8);
+    for (uint64_t vpn = 0; vpn < 16; vpn++)
+        cr_assert_eq(atomic_load(&c->referenced[vpn]), vpn % 2 == 0);
+    /* a written, mapped-back page keeps its content through a second round trip */
+    stub_page(c, 4)[100] ^= 0x5a;
+    cr_assert_eq(stub_park(c, 4, 104), 0);
+    cr_assert_eq(stub_page(c, 4)[100], (char)(stub_word(4, 100 / 8) >> (8 * (100 % 8)) ^ 0x5a));
+    stub_stop(c);
+}
+
+Test(fault_ops, soft_unmapped_page_faults_and_map_back_restores_it)
+{
+    check_soft_unmap_roundtrip(false, false);
+}
+
+Test(fault_ops, soft_unmap_roundtrip_in_copy_fallbacks)
+{
+    check_soft_unmap_roundtrip(true, false);
+    check_soft_unmap_roundtrip(false, true);
+}
+
+Test(fault_ops, soft_unmap_batch_moves_runs_and_reports_each_page)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    for (uint64_t vpn = 0; vpn < 80; vpn++)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)));
+    uint64_t vpns[80], frames[80];
+    int status[80];
+    for (unsigned i = 0; i < 80; i++) {
+        vpns[i] = i;
+        frames[i] = i < 64 ? 1000 + i : 2000 + 3 * i; /* a run of 64, then scattered */
+    }
+    vpns[70] = 5000; /* never touched: not present */
+    int moved = lethe_page_soft_unmap_batch_status(c->r, vpns, frames, 80, status);
+    cr_assert_eq(moved, 79);
+    cr_assert_eq(status[70], -ENOENT, "a missing page reports -ENOENT, got %d", status[70]);
+    for (unsigned i = 0; i < 80; i++) {
+        if (i == 70)
+            continue;
+        cr_assert_eq(status[i], 0, "page %u: %d", i, status[i]);
+        stub_lock(c, vpns[i]); /* the vCPU that installed it may still be in its fault */
+        c->frame[vpns[i]] = frames[i];
+        atomic_store(&c->state[vpns[i]], STUB_PARKED);
+        stub_unlock(c, vpns[i]);
+    }
+    for (unsigned i = 0; i < 80; i++)
+        if (i != 70)
+            cr_assert(stub_check(vpns[i], stub_page(c, vpns[i])), "page %u", i);
+    cr_assert_eq(lethe_page_soft_unmap_batch(c->r, vpns, frames, 1), 0);
+    stub_stop(c);
+}
+
+Test(fault_ops, soft_unmap_error_answers)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    cr_assert(stub_check(1, stub_page(c, 1)));
+    cr_assert(stub_check(2, stub_page(c, 2)));
+    cr_assert_eq(lethe_page_soft_unmap(c->r, 7, 5), -ENOENT, "untouched page");
+    cr_assert_eq(stub_park(c, 1, 5), 0);
+    cr_assert_eq(lethe_page_soft_unmap(c->r, 2, 5), -EEXIST, "slot 5 still holds page 1");
+    cr_assert_eq(lethe_page_soft_unmap(c->r, 2, 4096), -EINVAL, "frame out of range");
+    cr_assert_eq(lethe_page_map_back(c->r, 2, 5), -EEXIST, "page 2 is present");
+    cr_assert(stub_check(1, lethe_region_slot(c->r, 5)), "slot 5 keeps its page");
+    cr_assert(stub_check(2, stub_page(c, 2)));
+    cr_assert_eq(lethe_page_map_back(c->r, 9, 6), -ENOENT, "slot 6 is empty");
+    cr_assert_eq(lethe_page_drop_slot(c->r, 5), 0);
+    cr_assert_eq(lethe_page_soft_unmap(c->r, 2, 5), 0, "the dropped slot is free again");
+    stub_stop(c);
+}
+
+Test(fault_ops, map_back_of_a_page_shared_with_a_forked_child_works)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    if (!lethe_region_has_move(c->r)) {
+        stub_stop(c);
+        cr_skip_test("no UFFDIO_MOVE");
+    }
+    for (uint64_t vpn = 0; vpn < 4; vpn++)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)));
+    cr_assert_eq(stub_park(c, 1, 11), 0);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    cr_assert_eq(waitpid(pid, NULL, 0), pid);
+    /* both the region page and the slot page are no longer exclusive: MOVE says EBUSY and
+     * the runtime makes them exclusive first */
+    cr_assert_eq(stub_park(c, 2, 12), 0);
+    cr_assert(stub_check(1, stub_page(c, 1)));
+    cr_assert(stub_check(2, stub_page(c, 2)));
+    stub_stop(c);
+}
+
+static void check_dirty_scan(bool fb_move, bool fb_dirty)
+{
+    struct stub_core *c = start_thread_core(fb_move, fb_dirty);
+    struct lethe_region *r = c->r;
+    const uint64_t n = 300;
+    for (uint64_t vpn = 0; vpn < n; vpn++)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)));
+    uint64_t bm[(300 + 63) / 64];
+    if (!lethe_region_has_dirty_tracking(r)) {
+        cr_assert_eq(lethe_page_scan_dirty(r, 0, n + 10, (uint64_t[6]){0}), (int64_t)n,
+                     "without tracking every present page scans as written");
+        stub_stop(c);
+        return;
+    }
+    cr_assert_eq(lethe_page_scan_dirty(r, 0, n, bm), 0, "fresh installs are clean");
+    const uint64_t written[] = {0, 1, 63, 64, 65, 128, 200, 201, 202, 299};
+    for (unsigned i = 0; i < sizeof(written) / sizeof(written[0]); i++)
+        stub_page(c, written[i])[17] = 1;
+    cr_assert_eq(lethe_page_scan_dirty(r, 0, n, bm), 10);
+    for (uint64_t vpn = 0; vpn < n; vpn++) {
+        bool want = false;
+        for (unsigned i = 0; i < 10; i++)
+            want |= written[i] == vpn;
+        cr_assert_eq(!!(bm[vpn / 64] & (1ULL << (vpn % 64))), want, "page %llu",
+                     (unsigned long long)vpn);
+    }
+    cr_assert_eq(lethe_page_scan_dirty(r, 0, n, bm), 0, "the scan re-armed the pages");
+    stub_page(c, 64)[0] = 2;
+    cr_assert_eq(lethe_page_scan_dirty(r, 60, 10, bm), 1, "sub-range scans are relative");
+    cr_assert_eq(bm[0], 1u << 4);
+    /* mapped back pages are clean; parked pages are not reported */
+    cr_assert_eq(stub_park(c, 10, 10), 0);
+    cr_assert_eq(lethe_page_scan_dirty(r, 0, n, bm), 0);
+    cr_assert(stub_check(10, stub_page(c, 10)));
+    cr_assert_eq(lethe_page_scan_dirty(r, 0, n, bm), 0, "map_back is write-clean");
+    stub_page(c, 10)[1] = 3;
+    cr_assert_eq(lethe_page_scan_dirty(r, 0, n, bm), 1);
+    /* scanning holes plants nothing that would stop a later map_back or zero install */
+    cr_assert_eq(lethe_page_scan_dirty(r, 1000, 2000, (uint64_t[32]){0}), 0);
+    cr_assert_eq(lethe_page_install_zero(r, 1500), 0);
+    stub_stop(c);
+}
+
+Test(fault_ops, dirty_scan_reports_exactly_the_written_pages)
+{
+    check_dirty_scan(false, false);
+}
+
+Test(fault_ops, dirty_scan_without_tracking_reports_every_present_page)
+{
+    check_dirty_scan(false, true);
+    check_dirty_scan(true, false);
+}
+
+Test(fault_ops, drop_gives_pages_back_without_an_application_event)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    for (uint64_t vpn = 0; vpn < 600; vpn++)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)));
+    cr_assert_eq(stub_park(c, 3, 40), 0, "a parked page inside the range is a hole there");
+    stub_release(c, 2, 520); /* the core forgets the pages first, as lethe.c does */
+    uint64_t releases = atomic_load(&c->release_calls);
+    cr_assert_eq(lethe_page_drop(c->r, 2, 520), 0);
+    usleep(10000);
+    cr_assert_eq(atomic_load(&c->release_calls), releases, "no release() event for a drop");
+    struct lethe_fault_stats st;
+    lethe_region_get_stats(c->r, &st);
+    if (lethe_region_has_move(c->r))
+        cr_assert_eq(st.events, 0);
+    uint64_t f = atomic_load(&c->faults);
+    cr_assert(stub_check(2, stub_page(c, 2)), "refilled on the next touch");
+    cr_assert(stub_check(521, stub_page(c, 521)));
+    cr_assert(stub_check(522, stub_page(c, 522)), "the page after the range stays");
+    cr_assert_eq(atomic_load(&c->faults), f + 2);
+    cr_assert_eq(lethe_page_drop(c->r, 0, 0), -EINVAL);
+    stub_stop(c);
+}
+
+Test(fault_ops, drop_in_copy_fallback_gives_pages_back)
+{
+    struct stub_core *c = start_thread_core(true, false);
+    for (uint64_t vpn = 0; vpn < 8; vpn++)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)));
+    stub_release(c, 2, 3);
+    cr_assert_eq(lethe_page_drop(c->r, 2, 3), 0);
+    uint64_t f = atomic_load(&c->faults);
+    cr_assert(stub_check(3, stub_page(c, 3)));
+    cr_assert_eq(atomic_load(&c->faults), f + 1);
+    stub_stop(c);
+}
+
+Test(fault_ops, wake_rejects_ranges_outside_the_region)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    cr_assert_eq(lethe_page_wake(c->r, 0, 1), 0);
+    cr_assert_eq(lethe_page_wake(c->r, lethe_region_pages(c->r) - 1, 2), -EINVAL);
+    stub_stop(c);
+}
+
+Test(fault_ops, touching_an_empty_parking_slot_aborts, .signal = SIGABRT)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    if (!lethe_region_has_move(c->r)) {
+        stub_stop(c);
+        cr_skip_test("the copy fallback's parking area is plain memory: nothing to catch");
+    }
+    lethe_log_set_level(LETHE_LOG_ERROR);
+    volatile char *slot = lethe_region_slot(c->r, 3);
+    (void)*slot; /* a runtime bug if it ever happened: logged, then abort() */
+}

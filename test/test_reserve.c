@@ -1,0 +1,135 @@
+/* test_reserve.c — the rebalancer keeps a reserve of free frames, and its AIMD period adapts
+ * to the pressure the vCPUs report. Timing-dependent by nature: the assertions are on
+ * counters, with generous margins, and the loads are throttled so that a busy machine still
+ * passes. Cache 2 MiB (512 frames), reserve 20% (102 frames).
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core_test.h"
+
+#define MiB (1024UL * 1024UL)
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct lethe_stats stats(struct lethe *l)
+{
+    struct lethe_stats s;
+    lethe_get_stats(l, &s);
+    return s;
+}
+
+Test(reserve, free_frames_recover_to_the_reserve_between_bursts, .timeout = 60)
+{
+    struct lethe_config c =
+        core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 2 * MiB, 32 * MiB);
+    c.period_initial_us = 20000;
+    c.period_min_us = 5000;
+    c.period_max_us = 100000;
+    struct lethe *l = NULL;
+    cr_assert_eq(lethe_start(&c, &l), 0);
+    const unsigned pages = 2048;
+    char *p = lethe_extent_alloc(l, pages * PG, 0);
+    uint64_t reserve = 512 * 20 / 100;
+    uint64_t seed = 88172645463325252ULL;
+    for (unsigned burst = 0; burst < 3; burst++) {
+        /* a burst: 600 pages touched as fast as the faults go, more than the free frames */
+        for (unsigned i = 0; i < 600; i++) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            p[(seed % pages) * PG] = (char)burst;
+        }
+        double deadline = now_s() + 10.0;
+        struct lethe_stats s = stats(l);
+        while (s.free_frames < reserve && now_s() < deadline) {
+            usleep(5000);
+            s = stats(l);
+        }
+        cr_assert_geq(s.free_frames, reserve, "burst %u: %lu free frames, reserve %lu", burst,
+                      (unsigned long)s.free_frames, (unsigned long)reserve);
+    }
+    struct lethe_stats s = stats(l);
+    cr_assert_gt(s.proactive_evictions, 0, "the rebalancer evicted ahead of demand");
+    cr_assert_gt(s.rebalancer_cycles, 0);
+    lethe_stop(l);
+}
+
+struct load {
+    char *base;
+    unsigned pages;
+    atomic_bool stop;
+};
+
+/* A steady fault load, about 4000 first-touch faults a second: 20 untouched pages, then a
+ * 5 ms pause. The pages are only read, so evicting them is a cheap discard and each comes
+ * back untouched for the next lap. */
+static void *steady(void *arg)
+{
+    struct load *ld = arg;
+    unsigned next = 0;
+    while (!atomic_load(&ld->stop)) {
+        for (unsigned i = 0; i < 20; i++) {
+            (void)*(volatile char *)(ld->base + (size_t)next * PG);
+            next = (next + 1) % ld->pages;
+        }
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+Test(reserve, reactive_evictions_fall_as_the_aimd_period_shortens, .timeout = 60)
+{
+    struct lethe_config c =
+        core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 2 * MiB, 64 * MiB);
+    /* A period far too long for the load to start with; a slow additive increase so the
+     * period stays short once the controller has found it. */
+    c.period_initial_us = 1000000;
+    c.period_max_us = 2000000;
+    c.period_min_us = 2000;
+    c.additive_increase_us = 500;
+    c.cooldown = 50;
+    c.pressure_threshold = 3;
+    struct lethe *l = NULL;
+    cr_assert_eq(lethe_start(&c, &l), 0);
+    struct load ld = {.pages = 8192};
+    ld.base = lethe_extent_alloc(l, ld.pages * PG, 0);
+    atomic_init(&ld.stop, false);
+    pthread_t t;
+    pthread_create(&t, NULL, steady, &ld);
+
+    /* Reactive evictions in the first and in the last of four seconds. */
+    double t0 = now_s();
+    uint64_t at[5];
+    for (unsigned i = 0; i <= 4; i++) {
+        while (now_s() < t0 + i)
+            usleep(10000);
+        at[i] = stats(l).reactive_evictions;
+    }
+    atomic_store(&ld.stop, true);
+    pthread_join(t, NULL);
+    struct lethe_stats s = stats(l);
+    uint64_t first = at[1] - at[0], last = at[4] - at[3];
+    cr_log_info("reactive evictions per second: %lu %lu %lu %lu; period %lu us, %lu pressure "
+                "events, %lu proactive evictions",
+                (unsigned long)first, (unsigned long)(at[2] - at[1]),
+                (unsigned long)(at[3] - at[2]), (unsigned long)last, (unsigned long)s.period_us,
+                (unsigned long)s.pressure_events, (unsigned long)s.proactive_evictions);
+    cr_assert_gt(first, 0, "a 1 s period cannot keep up: the vCPUs evict for themselves");
+    cr_assert_geq(s.pressure_events, 1);
+    cr_assert_leq(s.period_us, c.period_initial_us / 4, "the period came down (%lu us)",
+                  (unsigned long)s.period_us);
+    cr_assert_lt(last * 2, first, "reactive evictions fell: first second %lu, last second %lu",
+                 (unsigned long)first, (unsigned long)last);
+    cr_assert_gt(s.proactive_evictions, 0);
+    lethe_stop(l);
+}
