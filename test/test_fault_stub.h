@@ -146,8 +146,13 @@ static int stub_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe
             rc = 0;
         break;
     case STUB_RESIDENT:
+        /* Either a stale fault (another vCPU installed the page since: -EEXIST, wake) or the
+         * page was zapped after its install by an application madvise whose release() ran
+         * first: then it is given back, and served like a fresh page. */
         stub_count(&c->resident_faults);
-        rc = lethe_page_wake(c->r, vpn, 1);
+        rc = stub_fill(c, v, vpn);
+        if (rc == -EEXIST)
+            rc = lethe_page_wake(c->r, vpn, 1);
         break;
     case STUB_PARKED:
         stub_count(&c->map_backs);

@@ -5,9 +5,9 @@
  * for asynchronous write-protect dirty tracking) and a parking area of `nframes` page slots,
  * registered with a second userfaultfd (MISSING only, no events: UFFDIO_MOVE needs only its
  * destination registered with the uffd it is issued on, and dropping a slot then raises no
- * event) and never handed to the application. It delivers
- * every fault on the region to one callback of the swapper core, on a vCPU context, and
- * offers the page operations VoliMem gave the reference design. It never decides policy:
+ * event) and never handed to the application. It delivers every fault on the region to one
+ * callback of the swapper core, on a vCPU context, and offers the page operations VoliMem
+ * gave the reference design. It never decides policy:
  * which page to evict, demote or fetch is the core's business. The core never issues a
  * userfaultfd ioctl itself.
  *
@@ -35,8 +35,10 @@
  *
  * Kernel features are probed at start-up; missing ones have slower fallbacks, named by
  * lethe_region_paths():
- *  - no UFFDIO_MOVE (Linux < 6.8): soft-unmap copies the page into its slot and drops it;
- *    map-back copies it in with UFFDIO_COPY.
+ *  - no UFFDIO_MOVE (Linux < 6.8): soft-unmap copies the page into its slot and drops it
+ *    (write-protected meanwhile); map-back copies it in with UFFDIO_COPY. That needs
+ *    synchronous write-protect, so dirty tracking is off too; the runtime then does not
+ *    subscribe to madvise/munmap events (liblethe.so's wrappers report them).
  *  - no WP_ASYNC / PAGEMAP_SCAN (Linux < 6.7): no dirty tracking; every page scans as
  *    written (so every evicted page is written back: correct, slower).
  */
@@ -74,15 +76,22 @@ struct lethe_fault_ops {
     /* A fault on page vpn. Return 0 when the page is present, or will be made present and
      * woken by whoever is bringing it in; -EAGAIN to have the access retried; another
      * negative errno when the page cannot be served: the runtime then reports it and the
-     * process dies (the core has already logged which page, which node and why). */
+     * process dies (the core has already logged which page, which node and why).
+     * A fault on a page the core holds mapped is either stale (installed since the fault was
+     * raised: an install answers -EEXIST, then wake) or the page is really missing: release()
+     * runs when the madvise event is read, which may be before the kernel's zap, so a page
+     * installed in between is zapped afterwards. Serve that as the released page it is
+     * (install_zero); answering "present" would make the access fault forever. */
     int (*fault)(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_access access);
     /* Pages [vpn, vpn+n) were given back by the application (madvise DONTNEED/FREE/REMOVE,
      * munmap): their content is gone; the next touch is demand-zero. Called from the thread
      * that read the event, as soon as it is read; reading it lets the kernel go on, so the
      * zap of the range runs concurrently with (or after) this call: an install into the
-     * range racing with it may be zapped again. With MADV_FREE the kernel may leave pages
-     * present for a while (liblethe.so turns MADV_FREE on region memory into DONTNEED).
-     * Also called for lethe_page_drop() and for a range mremap'd out of the region. */
+     * range racing with it may be zapped again. No fault raised after the event was read
+     * is served before this returns. With MADV_FREE the kernel may leave pages present for
+     * a while (liblethe.so's madvise wrapper turns MADV_FREE on region memory into a purge).
+     * Also called for a range mremap'd out of the region (and for pinned pages that
+     * lethe_page_drop() had to madvise). */
     void (*release)(void *core, uint64_t vpn, uint64_t n);
     /* mremap moved [from, from+n) to [to, to+n) within the region. */
     void (*remap)(void *core, uint64_t from, uint64_t to, uint64_t n);
@@ -182,8 +191,8 @@ int lethe_page_wake(struct lethe_region *r, uint64_t vpn, uint64_t n);
 /* Gives the calling thread an alternate signal stack (64 KiB plus a guard page, freed at
  * thread exit) so the SIGBUS handler of signal delivery never runs on a stack that could be
  * in the region; keeps one of at least that size the thread already has (a smaller one,
- * e.g. ASan's, is replaced). lethe_region_create() calls it for the
- * creating thread; liblethe.so calls it in every thread its pthread_create wrapper starts.
+ * e.g. ASan's, is replaced). lethe_region_create() calls it for the creating thread;
+ * liblethe.so calls it in every thread its pthread_create wrapper starts.
  * A thread without one still works: the handler then runs on the thread's own stack, which
  * is never in the region unless the program puts thread stacks in heap memory. */
 int lethe_fault_thread_init(void);
