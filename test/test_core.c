@@ -402,6 +402,104 @@ Test(core, a_page_that_cannot_be_written_back_is_reported_and_kills_the_process)
                        "log: %s", log);
 }
 
+/* Prints to stderr the line the swapper must log when page p (remote by now) is read back from
+ * a remote copy that does not match its checksum; the test looks for it after "EXPECT: ". */
+static void expect_mismatch(struct lethe *l, char *p, uint64_t slot)
+{
+    dprintf(2,
+            "EXPECT: page 0x%llx (vpn %llu): checksum mismatch reading slot %llu from local: "
+            "remote copy corrupted or stale\n",
+            (unsigned long long)(uintptr_t)p, (unsigned long long)lethe_region_vpn(l->region, p),
+            (unsigned long long)slot);
+}
+
+static void corrupt_body(void)
+{
+    struct lethe *l = start(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT, 256 * 1024, 8 * MiB);
+    char *p = lethe_extent_alloc(l, 256 * PG, 0);
+    for (unsigned i = 0; i < 256; i++)
+        core_test_fill(p + i * PG, i, 1);
+    struct lethe_pte *e = &l->pt[lethe_region_vpn(l->region, p)];
+    if (lethe_pte_state(lethe_pte_load(e)) != LETHE_PS_REMOTE)
+        _exit(3);
+    uint64_t slot = lethe_pte_slot(e);
+    unsigned char *remote = lethe_local_slot_memory(l->transport, slot);
+    /* the remote copy must be intact before we break it */
+    if (!remote || core_test_check(remote, 0, 1) != 0)
+        _exit(4);
+    remote[1000] ^= 0x20; /* one bit */
+    expect_mismatch(l, p, slot);
+    (void)*(volatile char *)p;
+    _exit(core_test_check(p, 0, 1) == 0 ? 5 : 6); /* served at all: the check missed it */
+}
+
+/* The log a child wrote holds the line it announced after "EXPECT: ", logged by the swapper. */
+static void assert_logged_as_announced(const char *log)
+{
+    const char *ann = strstr(log, "EXPECT: ");
+    cr_assert_not_null(ann, "log: %s", log);
+    ann += strlen("EXPECT: ");
+    size_t len = strcspn(ann, "\n");
+    char want[512];
+    cr_assert_lt(len, sizeof(want));
+    memcpy(want, ann, len);
+    want[len] = '\0';
+    const char *hit = strstr(ann + len, want);
+    cr_assert_not_null(hit, "expected \"%s\" in the log: %s", want, log);
+    const char *line = hit;
+    while (line > log && line[-1] != '\n')
+        line--;
+    cr_assert_not_null(memmem(line, (size_t)(hit - line), " error: ", 8),
+                       "logged at error level: %.*s", (int)(strcspn(line, "\n")), line);
+}
+
+Test(core, a_corrupted_remote_copy_is_detected_at_swap_in_and_kills_the_process)
+{
+    char log[8192];
+    int status = in_child(corrupt_body, log, sizeof(log));
+    cr_assert_not(WIFEXITED(status), "status %#x (exit 3/4: set-up failed, 5/6: page served)",
+                  status);
+    cr_assert(!WIFSIGNALED(status) || WTERMSIG(status) != SIGALRM, "it must not hang");
+    assert_logged_as_announced(log);
+}
+
+static void stale_body(void)
+{
+    struct lethe *l = start(LETHE_DELIVERY_SIGNAL, LETHE_RECLAIM_DIRECT, 256 * 1024, 8 * MiB);
+    char *p = lethe_extent_alloc(l, 256 * PG, 0);
+    for (unsigned i = 0; i < 256; i++)
+        core_test_fill(p + i * PG, i, 1);
+    struct lethe_pte *e = &l->pt[lethe_region_vpn(l->region, p)];
+    uint64_t slot = lethe_pte_slot(e);
+    unsigned char *remote = lethe_local_slot_memory(l->transport, slot);
+    if (lethe_pte_state(lethe_pte_load(e)) != LETHE_PS_REMOTE || !remote)
+        _exit(3);
+    static unsigned char old[PG];
+    memcpy(old, remote, PG); /* version 1, as written back */
+    core_test_fill(p, 0, 2);
+    for (unsigned i = 1; i < 256; i++)
+        (void)*(volatile char *)(p + i * PG); /* push page 0 out again */
+    /* version 2 must be in the same slot */
+    if (lethe_pte_state(lethe_pte_load(e)) != LETHE_PS_REMOTE || lethe_pte_slot(e) != slot ||
+        core_test_check(remote, 0, 2) != 0)
+        _exit(4);
+    /* the write of version 2 "lost": the slot holds version 1 again */
+    memcpy(remote, old, PG);
+    expect_mismatch(l, p, slot);
+    (void)*(volatile char *)p;
+    _exit(core_test_check(p, 0, 1) == 0 ? 5 : 6);
+}
+
+Test(core, a_stale_remote_copy_is_detected_at_swap_in_and_kills_the_process)
+{
+    char log[8192];
+    int status = in_child(stale_body, log, sizeof(log));
+    cr_assert_not(WIFEXITED(status), "status %#x (exit 3/4: set-up failed, 5/6: page served)",
+                  status);
+    cr_assert(!WIFSIGNALED(status) || WTERMSIG(status) != SIGALRM, "it must not hang");
+    assert_logged_as_announced(log);
+}
+
 static void remote_full_body(void)
 {
     struct lethe_config c =

@@ -1,6 +1,6 @@
 /* test_core_parts.c — the swapper's pure building blocks: page-table entry packing, the
- * index-linked frame lists, the remote slot allocator, the region extent allocator and the
- * page fingerprint. */
+ * index-linked frame lists, the remote slot allocator and its per-slot checksums, the region
+ * extent allocator and the page checksum. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/checksum.h"
 #include "core/extent.h"
 #include "core/list.h"
 #include "core/pagetable.h"
@@ -42,16 +43,16 @@ Test(pte, state_flags_and_frame_pack_without_overlap)
     cr_assert_not(lethe_pte_make(LETHE_PS_MAPPED, ~0ULL, 1) & LETHE_PTE_WAITERS);
 }
 
-Test(pte, the_slot_word_holds_a_40_bit_slot_and_a_24_bit_fingerprint)
+Test(pte, the_slot_word_holds_a_40_bit_slot_and_leaves_bits_40_to_63_free)
 {
     struct lethe_pte p = {0, 0};
-    lethe_pte_set_slot(&p, 0, 0xabcdef);
+    lethe_pte_set_slot(&p, 0);
     cr_assert_eq(lethe_pte_slot(&p), 0, "slot 0 is a real slot");
-    cr_assert_eq(lethe_pte_fingerprint_of(&p), 0xabcdef);
-    lethe_pte_set_slot(&p, (1ULL << 40) - 2, 0x123456);
+    cr_assert_eq(p.slot, 1);
+    lethe_pte_set_slot(&p, (1ULL << 40) - 2);
     cr_assert_eq(lethe_pte_slot(&p), (1ULL << 40) - 2);
-    cr_assert_eq(lethe_pte_fingerprint_of(&p), 0x123456);
-    lethe_pte_set_slot(&p, LETHE_NO_SLOT, 0);
+    cr_assert_eq(p.slot >> 40, 0, "bits 40..63 stay zero");
+    lethe_pte_set_slot(&p, LETHE_NO_SLOT);
     cr_assert_eq(lethe_pte_slot(&p), LETHE_NO_SLOT);
     cr_assert_eq(p.slot, 0);
 }
@@ -212,6 +213,32 @@ Test(slots, freeing_a_free_slot_is_reported_and_ignored)
     lethe_slots_destroy(&s);
 }
 
+Test(slots, each_slot_keeps_a_checksum_that_freeing_forgets)
+{
+    struct lethe_slots s;
+    cr_assert_eq(lethe_slots_init(&s, 130), 0);
+    cr_assert_eq(s.sums_bytes, 130 * sizeof(uint64_t), "8 bytes per remote page");
+    uint64_t got[130];
+    cr_assert_eq(lethe_slots_alloc(&s, got, 130), 0);
+    for (uint64_t i = 0; i < 130; i++) {
+        cr_assert_eq(lethe_slot_sum(&s, i), 0, "a slot never written has no known content");
+        lethe_slot_set_sum(&s, i, 0x9e3779b97f4a7c15ULL * (i + 1));
+    }
+    uint64_t back[3] = {5, 64, 129};
+    lethe_slots_free(&s, back, 3);
+    for (uint64_t i = 0; i < 130; i++) {
+        bool freed = i == 5 || i == 64 || i == 129;
+        cr_assert_eq(lethe_slot_sum(&s, i), freed ? 0 : 0x9e3779b97f4a7c15ULL * (i + 1), "slot %lu",
+                     (unsigned long)i);
+    }
+    uint64_t again[3];
+    cr_assert_eq(lethe_slots_alloc(&s, again, 3), 0);
+    for (unsigned i = 0; i < 3; i++)
+        cr_assert_eq(lethe_slot_sum(&s, again[i]), 0,
+                     "a reused slot does not vouch for its previous owner's content");
+    lethe_slots_destroy(&s);
+}
+
 /* --- extents --- */
 
 Test(extent, first_fit_splits_and_free_coalesces_both_sides)
@@ -278,28 +305,154 @@ Test(extent, many_holes_grow_the_run_array)
     lethe_extents_destroy(&e);
 }
 
-/* --- fingerprint --- */
+/* --- page checksum --- */
 
-Test(fingerprint, any_single_word_change_changes_it)
+static uint64_t rng_next(uint64_t *x)
 {
-    static uint64_t page[512] __attribute__((aligned(4096)));
-    for (unsigned i = 0; i < 512; i++)
-        page[i] = i * 0x9e3779b97f4a7c15ULL;
-    uint32_t base = lethe_page_fingerprint(page);
-    cr_assert_leq(base, 0xffffff);
-    for (unsigned i = 0; i < 512; i++) {
-        page[i] ^= 1;
-        cr_assert_neq(lethe_page_fingerprint(page), base, "word %u", i);
-        page[i] ^= 1;
-    }
-    cr_assert_eq(lethe_page_fingerprint(page), base);
+    *x += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = *x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
 }
 
-Test(fingerprint, zero_detection)
+static uint64_t page_a[512] __attribute__((aligned(4096)));
+
+static void random_page(uint64_t *page, uint64_t *seed)
 {
-    static uint64_t page[512] __attribute__((aligned(4096)));
-    memset(page, 0, sizeof(page));
-    cr_assert(lethe_page_is_zero(page));
-    page[511] = 1;
-    cr_assert_not(lethe_page_is_zero(page));
+    for (unsigned i = 0; i < 512; i++)
+        page[i] = rng_next(seed);
+}
+
+Test(checksum, any_change_of_one_word_changes_it)
+{
+    uint64_t seed = 1;
+    random_page(page_a, &seed);
+    uint64_t base = lethe_page_checksum(page_a);
+    for (unsigned i = 0; i < 512; i++) {
+        uint64_t keep = page_a[i];
+        const uint64_t changes[] = {keep ^ 1, keep ^ (1ULL << 63), keep ^ ~0ULL, 0,
+                                    rng_next(&seed)};
+        for (unsigned c = 0; c < sizeof(changes) / sizeof(changes[0]); c++) {
+            if (changes[c] == keep)
+                continue;
+            page_a[i] = changes[c];
+            cr_assert_neq(lethe_page_checksum(page_a), base, "word %u, change %u", i, c);
+        }
+        page_a[i] = keep;
+    }
+    cr_assert_eq(lethe_page_checksum(page_a), base, "same content, same checksum");
+}
+
+Test(checksum, paired_top_bit_flips_that_fooled_the_old_fingerprint_are_caught)
+{
+    /* The 24-bit fingerprint's lanes were (h ^ w) * odd: flipping bit 63 of two words of one
+     * lane cancelled exactly. Here a lane rotates after each multiply. */
+    memset(page_a, 0, sizeof(page_a));
+    uint64_t base = lethe_page_checksum(page_a);
+    for (unsigned i = 0; i < 512; i++) {
+        for (unsigned d = 1; d <= 32 && i + d < 512; d *= 2) {
+            page_a[i] ^= 1ULL << 63;
+            page_a[i + d] ^= 1ULL << 63;
+            cr_assert_neq(lethe_page_checksum(page_a), base, "words %u and %u", i, i + d);
+            page_a[i] ^= 1ULL << 63;
+            page_a[i + d] ^= 1ULL << 63;
+        }
+    }
+}
+
+Test(checksum, random_two_bit_changes_change_it)
+{
+    uint64_t seed = 5;
+    random_page(page_a, &seed);
+    uint64_t base = lethe_page_checksum(page_a);
+    for (unsigned n = 0; n < 20000; n++) {
+        uint64_t r = rng_next(&seed);
+        unsigned w1 = r % 512, w2 = (r >> 9) % 512, b1 = (r >> 18) % 64, b2 = (r >> 24) % 64;
+        if (w1 == w2 && b1 == b2)
+            continue;
+        page_a[w1] ^= 1ULL << b1;
+        page_a[w2] ^= 1ULL << b2;
+        cr_assert_neq(lethe_page_checksum(page_a), base, "word %u bit %u, word %u bit %u", w1, b1,
+                      w2, b2);
+        page_a[w1] ^= 1ULL << b1;
+        page_a[w2] ^= 1ULL << b2;
+    }
+}
+
+Test(checksum, swapping_the_words_of_two_lanes_changes_it)
+{
+    uint64_t seed = 2;
+    random_page(page_a, &seed);
+    uint64_t base = lethe_page_checksum(page_a);
+    for (unsigned i = 0; i < 512; i += 32) {
+        uint64_t t = page_a[i];
+        page_a[i] = page_a[i + 1];
+        page_a[i + 1] = t;
+    }
+    cr_assert_neq(lethe_page_checksum(page_a), base, "lanes have their own seeds");
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(checksum, distinct_pages_give_distinct_checksums_with_balanced_bits)
+{
+    /* 8192 pages: half random, half nearly empty (one small counter in word 0 or word 511).
+     * A 64-bit checksum should never collide on so few, and each output bit should be set in
+     * about half of them (binomial: 4096 +- 64 standard deviation; allow 5 of them). */
+    enum { N = 8192 };
+    static uint64_t sums[N];
+    unsigned ones[64] = {0};
+    uint64_t seed = 3;
+    for (unsigned n = 0; n < N; n++) {
+        if (n < N / 2) {
+            random_page(page_a, &seed);
+        } else {
+            memset(page_a, 0, sizeof(page_a));
+            page_a[n % 2 ? 511 : 0] = n;
+        }
+        sums[n] = lethe_page_checksum(page_a);
+        for (unsigned b = 0; b < 64; b++)
+            ones[b] += (sums[n] >> b) & 1;
+    }
+    for (unsigned b = 0; b < 64; b++)
+        cr_assert(ones[b] > N / 2 - 320 && ones[b] < N / 2 + 320, "bit %u set in %u of %u", b,
+                  ones[b], N);
+    qsort(sums, N, sizeof(sums[0]), cmp_u64);
+    for (unsigned i = 1; i < N; i++)
+        cr_assert_neq(sums[i - 1], sums[i], "two pages share the checksum %#lx",
+                      (unsigned long)sums[i]);
+}
+
+Test(checksum, the_fast_implementation_computes_the_portable_function)
+{
+    if (strcmp(lethe_page_checksum_impl(), "portable") == 0)
+        cr_skip_test("this CPU has no AVX-512: only the portable implementation runs");
+    uint64_t seed = 4;
+    for (unsigned n = 0; n < 2000; n++) {
+        random_page(page_a, &seed);
+        if (n % 4 == 1)
+            memset(page_a, 0, sizeof(page_a) / 2);
+        cr_assert_eq(lethe_page_checksum(page_a), lethe_page_checksum_portable(page_a), "page %u",
+                     n);
+    }
+    memset(page_a, 0, sizeof(page_a));
+    cr_assert_eq(lethe_page_checksum(page_a), lethe_page_checksum_portable(page_a));
+}
+
+Test(checksum, zero_detection)
+{
+    memset(page_a, 0, sizeof(page_a));
+    cr_assert(lethe_page_is_zero(page_a));
+    for (unsigned i = 0; i < 512; i += 73) {
+        page_a[i] = 1ULL << (i % 64);
+        cr_assert_not(lethe_page_is_zero(page_a), "word %u", i);
+        page_a[i] = 0;
+    }
+    page_a[511] = 1;
+    cr_assert_not(lethe_page_is_zero(page_a));
 }

@@ -12,6 +12,10 @@
  *   4. read pages 32..47                            evicts 24..31 (8 discards), then 0..7
  *                                                   (clean with a remote copy: 8 clean drops)
  * Totals: 8 swap-outs, 8 clean drops, 24 fresh discards, 8 swap-ins, 40 reactive evictions.
+
+ *
+ * The decision itself (lethe_evict_classify) is also tested alone, on words and pages built
+ * by hand: that is where a write that slipped past the dirty scan (a late write) is caught.
  */
 #include <criterion/criterion.h>
 #include <unistd.h>
@@ -139,4 +143,66 @@ Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_clean_drop)
     cr_assert_eq(s.late_writes - before.late_writes, 1);
     cr_assert_eq(core_test_check(p, 0, 2), 0, "the late write reached the remote copy");
     lethe_stop(l);
+}
+
+/* --- the eviction decision, alone --- */
+
+static uint64_t page_c[512] __attribute__((aligned(4096)));
+
+static uint64_t parked_word(uint64_t flags)
+{
+    return lethe_pte_make(LETHE_PS_OUT, flags, 3);
+}
+
+Test(evict_decision, dirty_pages_and_pages_without_a_remote_copy_are_written_back)
+{
+    core_test_fill(page_c, 7, 1);
+    uint64_t want = lethe_page_checksum(page_c), sum = 0;
+    cr_assert_eq(lethe_evict_classify(parked_word(LETHE_PTE_DIRTY), page_c, 0, &sum),
+                 LETHE_EVICT_WRITE);
+    cr_assert_eq(sum, want, "the checksum of the bytes to be sent");
+    sum = 0;
+    cr_assert_eq(
+        lethe_evict_classify(parked_word(LETHE_PTE_DIRTY | LETHE_PTE_RVALID), page_c, want, &sum),
+        LETHE_EVICT_WRITE, "DIRTY wins even when the content matches the slot");
+    cr_assert_eq(lethe_evict_classify(parked_word(0), page_c, want, &sum), LETHE_EVICT_WRITE,
+                 "neither fresh nor a valid remote copy: its content exists only here");
+    memset(page_c, 0, sizeof(page_c));
+    cr_assert_eq(lethe_evict_classify(parked_word(0), page_c, 0, &sum), LETHE_EVICT_WRITE,
+                 "a zero page that was written is still written back");
+}
+
+Test(evict_decision, a_fresh_page_is_discarded_only_while_it_is_all_zeros)
+{
+    memset(page_c, 0, sizeof(page_c));
+    uint64_t sum = 0;
+    cr_assert_eq(lethe_evict_classify(parked_word(LETHE_PTE_FRESH), page_c, 0, &sum),
+                 LETHE_EVICT_DISCARD);
+    page_c[511] = 1; /* a write the dirty scan did not see */
+    cr_assert_eq(lethe_evict_classify(parked_word(LETHE_PTE_FRESH), page_c, 0, &sum),
+                 LETHE_EVICT_WRITE_LATE);
+    cr_assert_eq(sum, lethe_page_checksum(page_c));
+}
+
+Test(evict_decision, a_clean_page_is_dropped_only_while_its_checksum_matches_its_slot)
+{
+    core_test_fill(page_c, 9, 1);
+    uint64_t slot_sum = lethe_page_checksum(page_c), sum = 0;
+    cr_assert_eq(lethe_evict_classify(parked_word(LETHE_PTE_RVALID), page_c, slot_sum, &sum),
+                 LETHE_EVICT_CLEAN);
+    cr_assert_eq(sum, slot_sum);
+    /* late writes of every size: one bit anywhere, one word, the whole page */
+    for (unsigned i = 0; i < 512; i += 31) {
+        page_c[i] ^= 1ULL << (i % 64);
+        cr_assert_eq(lethe_evict_classify(parked_word(LETHE_PTE_RVALID), page_c, slot_sum, &sum),
+                     LETHE_EVICT_WRITE_LATE, "bit flipped in word %u", i);
+        cr_assert_eq(sum, lethe_page_checksum(page_c), "the checksum of what will be sent");
+        page_c[i] ^= 1ULL << (i % 64);
+    }
+    core_test_fill(page_c, 9, 2);
+    cr_assert_eq(lethe_evict_classify(parked_word(LETHE_PTE_RVALID), page_c, slot_sum, &sum),
+                 LETHE_EVICT_WRITE_LATE);
+    core_test_fill(page_c, 9, 1);
+    cr_assert_eq(lethe_evict_classify(parked_word(LETHE_PTE_RVALID), page_c, 0, &sum),
+                 LETHE_EVICT_WRITE_LATE, "a slot whose content is unknown vouches for nothing");
 }

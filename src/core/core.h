@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/checksum.h"
 #include "core/extent.h"
 #include "core/lethe.h"
 #include "core/list.h"
@@ -60,7 +61,7 @@ struct lethe_worker {
     uint64_t slots[LETHE_MAX_BATCH];    /* per victim: its remote slot */
     uint64_t wslots[LETHE_MAX_BATCH];   /* the write batch: slots, compact */
     uint64_t newslots[LETHE_MAX_BATCH]; /* freshly allocated, or to be freed */
-    uint32_t fps[LETHE_MAX_BATCH];
+    uint64_t sums[LETHE_MAX_BATCH];     /* per victim: its checksum (unless discarded) */
     const void *pages[LETHE_MAX_BATCH];
     int status[LETHE_MAX_BATCH];
     uint8_t cls[LETHE_MAX_BATCH];
@@ -180,8 +181,22 @@ uint32_t lethe_frame_take_any(struct lethe *l);
 uint64_t lethe_free_frames(const struct lethe *l);
 int lethe_cache_resize(struct lethe *l, uint64_t frames);
 
-/* --- demotion and eviction (evict.c); both return -EBUSY when `trylock` finds the shard
- * locked, or the number of pages handled --- */
+/* --- demotion and eviction (evict.c) --- */
+/* What eviction does with a parked page. LATE: the flags said clean (or fresh) but the content
+ * says otherwise: a write slipped past the dirty scan, so the page is written back. */
+enum lethe_evict_class {
+    LETHE_EVICT_WRITE,      /* dirty, or no valid remote copy: written back */
+    LETHE_EVICT_WRITE_LATE, /* clean or fresh by its flags, changed all the same: written back */
+    LETHE_EVICT_CLEAN,      /* its remote copy holds what it holds: dropped without a write */
+    LETHE_EVICT_DISCARD,    /* fresh and still all zeros: forgotten, reads as zeros again */
+};
+/* Classifies a victim from its page-table word, its parked content, and the checksum of its
+ * remote slot (used only when the word has RVALID). *sum receives the page's checksum unless
+ * the page is discarded. Pure: reads `page` only. */
+enum lethe_evict_class lethe_evict_classify(uint64_t word, const void *page, uint64_t slot_sum,
+                                            uint64_t *sum);
+/* lethe_demote and lethe_evict return -EBUSY when `trylock` finds the shard locked, or the
+ * number of pages handled. */
 /* Soft-unmaps up to nr mapped pages from the tail of shard si's active list onto its inactive
  * list; a page with REF gets it cleared and goes back to the active head instead. */
 int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned nr, bool trylock);

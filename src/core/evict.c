@@ -10,8 +10,8 @@
  * Demotion reads each victim's dirty bit (lethe_page_scan_dirty, one call per run of
  * consecutive vpns) and ORs it into DIRTY before the soft-unmap, which loses it. A write that
  * lands between the scan and the move is not lost: eviction checks every page it would not
- * write back — a FRESH page must still be all zeros, a clean page must still match the
- * fingerprint of its remote copy — and writes back the ones that changed (late_writes).
+ * write back — a FRESH page must still be all zeros, a clean page's checksum must still equal
+ * its remote slot's (slots.h) — and writes back the ones that changed (late_writes).
  *
  * Eviction classes: DIRTY (or no valid remote copy and not fresh) -> written back to its
  * remote slot, allocated at its first write-back and kept while the page lives (swap_outs);
@@ -19,6 +19,8 @@
  * the page becomes untouched again and reads as zeros next time (fresh_discards). The page
  * is published REMOTE (or UNTOUCHED) before its parking slot is dropped, and only then does
  * the frame return to a freelist: its slot must be empty before it parks another page.
+ * A write-back records the checksum of the bytes sent as its slot's; a failed write leaves
+ * the slot's content unknown (checksum reset, pages put back dirty).
  */
 #include <errno.h>
 #include <string.h>
@@ -27,7 +29,28 @@
 #include "core/core.h"
 #include "core/log.h"
 
-enum victim_class { CLS_WRITE, CLS_CLEAN, CLS_DISCARD };
+static bool is_write(uint8_t c)
+{
+    return c == LETHE_EVICT_WRITE || c == LETHE_EVICT_WRITE_LATE;
+}
+
+enum lethe_evict_class lethe_evict_classify(uint64_t word, const void *page, uint64_t slot_sum,
+                                            uint64_t *sum)
+{
+    if ((word & LETHE_PTE_DIRTY) || !(word & (LETHE_PTE_FRESH | LETHE_PTE_RVALID))) {
+        *sum = lethe_page_checksum(page);
+        return LETHE_EVICT_WRITE;
+    }
+    if (word & LETHE_PTE_FRESH) {
+        /* never written by its flags: it must still read as zeros (exact test) */
+        if (lethe_page_is_zero(page))
+            return LETHE_EVICT_DISCARD;
+        *sum = lethe_page_checksum(page);
+        return LETHE_EVICT_WRITE_LATE;
+    }
+    *sum = lethe_page_checksum(page);
+    return *sum == slot_sum ? LETHE_EVICT_CLEAN : LETHE_EVICT_WRITE_LATE;
+}
 
 static bool lock_shard(struct lethe_shard *s, bool trylock)
 {
@@ -159,7 +182,7 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
             uint64_t slot = lethe_pte_slot(p);
             if (slot != LETHE_NO_SLOT)
                 w->newslots[nfree++] = slot;
-            lethe_pte_set_slot(p, LETHE_NO_SLOT, 0);
+            lethe_pte_set_slot(p, LETHE_NO_SLOT);
             lethe_frame_free_locked(l, s, f);
             lethe_pte_publish(p, 0);
         } else {
@@ -226,7 +249,7 @@ static unsigned keep_evictable(struct lethe *l, struct lethe_shard *s, struct le
     unsigned kept = 0;
     lethe_shard_lock(s);
     for (unsigned k = 0; k < n; k++) {
-        if (w->cls[k] == CLS_WRITE && w->slots[k] == LETHE_NO_SLOT) {
+        if (is_write(w->cls[k]) && w->slots[k] == LETHE_NO_SLOT) {
             lethe_list_push_head(l->frames, &s->inactive, w->frames[k], LETHE_FL_INACTIVE);
             lethe_pte_publish(lethe_pte_of(l, w->vpns[k]),
                               lethe_pte_with_state(w->words[k], LETHE_PS_PARKED));
@@ -237,6 +260,7 @@ static unsigned keep_evictable(struct lethe *l, struct lethe_shard *s, struct le
         w->words[kept] = w->words[k];
         w->cls[kept] = w->cls[k];
         w->slots[kept] = w->slots[k];
+        w->sums[kept] = w->sums[k];
         kept++;
     }
     lethe_shard_unlock(s);
@@ -281,21 +305,16 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
     unsigned need = 0, late = 0;
     for (unsigned k = 0; k < n; k++) {
         uint64_t wd = w->words[k];
-        struct lethe_pte *p = lethe_pte_of(l, w->vpns[k]);
-        const void *page = lethe_region_slot(lethe_rgn(l), w->frames[k]);
-        enum victim_class c;
-        if ((wd & LETHE_PTE_DIRTY) || !(wd & (LETHE_PTE_FRESH | LETHE_PTE_RVALID)))
-            c = CLS_WRITE;
-        else if (wd & LETHE_PTE_FRESH)
-            c = lethe_page_is_zero(page) ? CLS_DISCARD : CLS_WRITE;
-        else
-            c = lethe_page_fingerprint(page) == lethe_pte_fingerprint_of(p) ? CLS_CLEAN : CLS_WRITE;
-        if (c == CLS_WRITE && !(wd & LETHE_PTE_DIRTY) &&
-            (wd & (LETHE_PTE_FRESH | LETHE_PTE_RVALID)))
-            late++;
+        uint64_t slot = lethe_pte_slot(lethe_pte_of(l, w->vpns[k]));
+        lethe_assert(!(wd & LETHE_PTE_RVALID) || slot != LETHE_NO_SLOT);
+        uint64_t slot_sum =
+            (wd & LETHE_PTE_RVALID) && slot != LETHE_NO_SLOT ? lethe_slot_sum(&l->slots, slot) : 0;
+        enum lethe_evict_class c = lethe_evict_classify(
+            wd, lethe_region_slot(lethe_rgn(l), w->frames[k]), slot_sum, &w->sums[k]);
+        late += c == LETHE_EVICT_WRITE_LATE;
         w->cls[k] = (uint8_t)c;
-        w->slots[k] = lethe_pte_slot(p);
-        if (c == CLS_WRITE && w->slots[k] == LETHE_NO_SLOT)
+        w->slots[k] = slot;
+        if (is_write(c) && slot == LETHE_NO_SLOT)
             need++;
     }
 
@@ -314,28 +333,36 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         } else {
             unsigned next = 0;
             for (unsigned k = 0; k < n; k++)
-                if (w->cls[k] == CLS_WRITE && w->slots[k] == LETHE_NO_SLOT)
+                if (is_write(w->cls[k]) && w->slots[k] == LETHE_NO_SLOT)
                     w->slots[k] = w->newslots[next++];
         }
     }
     for (unsigned k = 0; k < n; k++) {
-        if (w->cls[k] != CLS_WRITE)
+        if (!is_write(w->cls[k]))
             continue;
-        const void *page = lethe_region_slot(lethe_rgn(l), w->frames[k]);
-        w->fps[k] = lethe_page_fingerprint(page);
         w->wslots[nw] = w->slots[k];
-        w->pages[nw] = page;
+        w->pages[nw] = lethe_region_slot(lethe_rgn(l), w->frames[k]);
         nw++;
     }
     if (nw) {
         int rc = lethe_channel_write_batch(w->ch, w->wslots, w->pages, nw);
         if (rc < 0) {
             unsigned k = 0;
-            while (w->cls[k] != CLS_WRITE)
+            while (!is_write(w->cls[k]))
                 k++;
             lethe_error("page 0x%llx (vpn %llu): cannot write to %s",
                         (unsigned long long)(uintptr_t)lethe_region_addr(lethe_rgn(l), w->vpns[k]),
                         (unsigned long long)w->vpns[k], lethe_channel_error(w->ch));
+            /* Part of the batch may have reached its slots: their content is unknown now, and
+             * the pages are dirty whatever their flags said (reset before the new slots are
+             * freed: a freed slot may be someone else's at once). */
+            for (k = 0; k < n; k++) {
+                if (!is_write(w->cls[k]))
+                    continue;
+                lethe_slot_set_sum(&l->slots, w->slots[k], 0);
+                w->words[k] =
+                    (w->words[k] | LETHE_PTE_DIRTY) & ~(LETHE_PTE_FRESH | LETHE_PTE_RVALID);
+            }
             if (need)
                 lethe_slots_free(&l->slots, w->newslots, need);
             restore_parked(l, s, w, n);
@@ -348,19 +375,21 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
     for (unsigned k = 0; k < n; k++) {
         struct lethe_pte *p = lethe_pte_of(l, w->vpns[k]);
         switch (w->cls[k]) {
-        case CLS_WRITE:
-            lethe_pte_set_slot(p, w->slots[k], w->fps[k]);
+        case LETHE_EVICT_WRITE:
+        case LETHE_EVICT_WRITE_LATE:
+            lethe_slot_set_sum(&l->slots, w->slots[k], w->sums[k]);
+            lethe_pte_set_slot(p, w->slots[k]);
             lethe_pte_publish(p, lethe_pte_make(LETHE_PS_REMOTE, LETHE_PTE_RVALID, 0));
             outs++;
             break;
-        case CLS_CLEAN:
+        case LETHE_EVICT_CLEAN:
             lethe_pte_publish(p, lethe_pte_make(LETHE_PS_REMOTE, LETHE_PTE_RVALID, 0));
             cleans++;
             break;
         default:
             if (w->slots[k] != LETHE_NO_SLOT)
                 w->newslots[nfree++] = w->slots[k];
-            lethe_pte_set_slot(p, LETHE_NO_SLOT, 0);
+            lethe_pte_set_slot(p, LETHE_NO_SLOT);
             lethe_pte_publish(p, 0);
             discards++;
             break;

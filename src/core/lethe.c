@@ -8,6 +8,7 @@
  * channel i, the rebalancer channel `vcpus`, control calls `vcpus + 1`), the region (which
  * starts delivering faults and calls vcpu_init on every vCPU), the extent allocator, and the
  * rebalancer thread. Everything is mmap'd: nothing comes from the heap the region may back.
+ * The page checksum's implementation is resolved here (logged), before any fault needs it.
  *
  * Sizing: the frame table and the parking area hold LETHE_CACHE_GROWTH (4) times the initial
  * cache_size, capped at the region's pages, so lethe_set_cache_size() can grow the cache to
@@ -240,6 +241,8 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     if (rc < 0)
         goto fail;
 
+    /* resolved before faults can come, so that none pays for it */
+    const char *checksum = lethe_page_checksum_impl();
     struct lethe_region_params rp = {
         .region_size = l->region_pages << LETHE_PAGE_SHIFT,
         .nframes = cap,
@@ -268,9 +271,10 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
         if (rc < 0)
             goto fail;
     }
-    lethe_info("swapper started: %llu frames (%llu MiB cache, up to %u), region %llu MiB, %s",
+    lethe_info("swapper started: %llu frames (%llu MiB cache, up to %u), region %llu MiB, %s, "
+               "page checksum %s",
                (unsigned long long)frames, (unsigned long long)(frames >> 8), l->frame_cap,
-               (unsigned long long)(l->region_pages >> 8), l->paths);
+               (unsigned long long)(l->region_pages >> 8), l->paths, checksum);
     *out = l;
     return 0;
 

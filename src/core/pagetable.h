@@ -12,7 +12,7 @@
  *         bits  8..31  zero
  *         bits 32..63  frame number (resident and in-flight states)
  *   slot  bits  0..39  remote slot + 1 (0: no slot); kept while the page lives
- *         bits 40..63  fingerprint of the remote copy (24 bits, see lethe_page_fingerprint)
+ *         bits 40..63  zero (free; the checksum of the remote copy is kept per slot: slots.h)
  *
  * A zero entry is an untouched page, so the table is a plain MAP_NORESERVE mapping that the
  * kernel fills with zeros on first use. Concurrency: the state is changed only by atomic
@@ -51,7 +51,6 @@ enum lethe_page_state {
 #define LETHE_SLOT_BITS 40
 #define LETHE_SLOT_MASK ((1ULL << LETHE_SLOT_BITS) - 1)
 #define LETHE_NO_SLOT   UINT64_MAX
-#define LETHE_FP_MASK   0xffffffULL
 
 struct lethe_pte {
     uint64_t word;
@@ -109,15 +108,9 @@ static inline uint64_t lethe_pte_slot(const struct lethe_pte *p)
     return s ? s - 1 : LETHE_NO_SLOT;
 }
 
-static inline uint32_t lethe_pte_fingerprint_of(const struct lethe_pte *p)
-{
-    return (uint32_t)(__atomic_load_n(&p->slot, __ATOMIC_RELAXED) >> LETHE_SLOT_BITS);
-}
-
-static inline void lethe_pte_set_slot(struct lethe_pte *p, uint64_t slot, uint32_t fp)
+static inline void lethe_pte_set_slot(struct lethe_pte *p, uint64_t slot)
 {
     uint64_t v = slot == LETHE_NO_SLOT ? 0 : ((slot + 1) & LETHE_SLOT_MASK);
-    v |= ((uint64_t)fp & LETHE_FP_MASK) << LETHE_SLOT_BITS;
     __atomic_store_n(&p->slot, v, __ATOMIC_RELAXED);
 }
 
@@ -134,10 +127,5 @@ static inline void lethe_pte_clear_ref(struct lethe_pte *p)
 {
     __atomic_fetch_and(&p->word, ~LETHE_PTE_REF, __ATOMIC_RELAXED);
 }
-
-/* 24-bit fingerprint of a page's content: records what the remote copy holds, so that a write
- * that slipped between the dirty scan and the soft-unmap is caught before a clean drop. */
-uint32_t lethe_page_fingerprint(const void *page);
-bool lethe_page_is_zero(const void *page);
 
 #endif

@@ -1,4 +1,5 @@
-/* slots.c — remote slot allocator: bitmap + next-fit cursor, one mutex (see slots.h). */
+/* slots.c — remote slot allocator: bitmap + next-fit cursor, one mutex, and the checksum of
+ * each slot's content (see slots.h). */
 #include "core/slots.h"
 
 #include <errno.h>
@@ -17,6 +18,17 @@ int lethe_slots_init(struct lethe_slots *s, uint64_t nslots)
     if (m == MAP_FAILED)
         return -errno;
     s->bitmap = m;
+    /* 8 bytes per slot; MAP_NORESERVE: only the slots in use cost memory */
+    s->sums_bytes = (size_t)nslots * sizeof(uint64_t);
+    void *sums = mmap(NULL, s->sums_bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (sums == MAP_FAILED) {
+        int err = -errno;
+        munmap(m, s->bytes);
+        s->bitmap = NULL;
+        return err;
+    }
+    s->sums = sums;
     /* Bits past the last slot are permanently "in use". */
     if (nslots % 64)
         s->bitmap[s->nwords - 1] = ~0ULL << (nslots % 64);
@@ -30,7 +42,9 @@ void lethe_slots_destroy(struct lethe_slots *s)
 {
     if (s->bitmap) {
         munmap(s->bitmap, s->bytes);
+        munmap(s->sums, s->sums_bytes);
         s->bitmap = NULL;
+        s->sums = NULL;
         pthread_mutex_destroy(&s->lock);
     }
 }
@@ -75,6 +89,7 @@ void lethe_slots_free(struct lethe_slots *s, const uint64_t *slots, unsigned n)
             continue;
         }
         s->bitmap[slot / 64] &= ~bit;
+        lethe_slot_set_sum(s, slot, 0); /* what it holds belongs to nobody now */
         freed++;
     }
     __atomic_store_n(&s->used, s->used - freed, __ATOMIC_RELAXED);

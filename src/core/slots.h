@@ -6,6 +6,16 @@
  * mmap'd outside the region) with a next-fit cursor keeps successive allocations contiguous,
  * which suits transports that coalesce adjacent slots. One mutex; callers allocate and free
  * in batches to take it once per eviction batch.
+ *
+ * Beside the bitmap, the 64-bit checksum (checksum.h) of what each slot holds, in an array
+ * indexed by slot (8 bytes per remote page, mmap'd outside the region). It is set when a page
+ * is written back, from the bytes sent, and reset to 0 ("content unknown") when the slot is
+ * freed or a write to it fails; a swap-in verifies the bytes it reads against it, and eviction
+ * compares a clean page with it before dropping the page without a write. Nothing else makes
+ * a slot's content known: a swap-in only reads it, and a page that moves (mremap) keeps its
+ * slot. The checksum is accessed by the owner of the page that holds the slot (the page-table
+ * claim and publish order those accesses), and reset under the mutex, which orders it before
+ * the slot's next allocation.
  */
 #ifndef LETHE_SLOTS_H
 #define LETHE_SLOTS_H
@@ -22,6 +32,8 @@ struct lethe_slots {
     uint64_t used;   /* written under lock, read racily */
     uint64_t cursor; /* word index where the next search starts */
     size_t bytes;    /* size of the bitmap mapping */
+    uint64_t *sums;  /* per slot: checksum of its content (0: unknown) */
+    size_t sums_bytes;
 };
 
 int lethe_slots_init(struct lethe_slots *s, uint64_t nslots);
@@ -31,5 +43,20 @@ int lethe_slots_alloc(struct lethe_slots *s, uint64_t *out, unsigned n);
 /* Frees n slots (each must be allocated; a bad slot is reported and ignored). */
 void lethe_slots_free(struct lethe_slots *s, const uint64_t *slots, unsigned n);
 uint64_t lethe_slots_used(const struct lethe_slots *s);
+
+/* The checksum of slot `slot`'s content (0 when unknown). Called by the owner of the page that
+ * holds the slot. */
+static inline uint64_t lethe_slot_sum(const struct lethe_slots *s, uint64_t slot)
+{
+    return __atomic_load_n(&s->sums[slot], __ATOMIC_RELAXED);
+}
+
+/* Records what slot `slot` now holds: the checksum of the bytes written there (or 0: the
+ * content is unknown, as after a failed write). Called by the owner of the page that holds
+ * the slot. */
+static inline void lethe_slot_set_sum(struct lethe_slots *s, uint64_t slot, uint64_t sum)
+{
+    __atomic_store_n(&s->sums[slot], sum, __ATOMIC_RELAXED);
+}
 
 #endif

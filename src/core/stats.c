@@ -33,7 +33,7 @@ static void add_counters(struct lethe_stats *o, const struct lethe_counters *c, 
 size_t lethe_metadata_bytes(const struct lethe *l)
 {
     return l->pt_bytes + l->frames_bytes + l->shards_bytes + l->workers_bytes + l->slots.bytes +
-           l->extents.bytes + sizeof(*l);
+           l->slots.sums_bytes + l->extents.bytes + sizeof(*l);
 }
 
 void lethe_get_stats(struct lethe *l, struct lethe_stats *out)

@@ -5,7 +5,9 @@
  * anything, so that exactly one thread brings a page in and nobody reads a page twice:
  *   UNTOUCHED -> IN: take a frame, install a zero page: MAPPED, FRESH.            (demand_zero)
  *   REMOTE    -> IN: take a frame, read the remote slot into the vCPU's staging with no lock
- *                    held, install it write-clean: MAPPED, RVALID.                  (swap_ins)
+ *                    held, verify its checksum against the slot's (a mismatch fails the
+ *                    fault with -EIO: never install wrong data), install it write-clean:
+ *                    MAPPED, RVALID.                                              (swap_ins)
  *   PARKED    -> IN: under the shard lock, move the frame to the active head
  *                    (promotion), then map the page back from its slot: MAPPED, REF. (soft_hits)
  *   MAPPED    -> IN: a stale fault (queued before the install) or a page the kernel zapped:
@@ -110,6 +112,16 @@ static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vc
         lethe_page_wake(lethe_rgn(l), vpn, 1);
         return rc;
     }
+    if (lethe_page_checksum(v->staging) != lethe_slot_sum(&l->slots, slot)) {
+        lethe_error("page 0x%llx (vpn %llu): checksum mismatch reading slot %llu from %s: remote "
+                    "copy corrupted or stale",
+                    page_addr(l, vpn), (unsigned long long)vpn, (unsigned long long)slot,
+                    lethe_transport_describe(l->transport));
+        undo_frame(l, vpn, f);
+        lethe_pte_publish(p, remote);
+        lethe_page_wake(lethe_rgn(l), vpn, 1);
+        return -EIO;
+    }
     rc = lethe_page_install(lethe_rgn(l), vpn, v->staging);
     if (rc == 0 || rc == -EEXIST) {
         uint64_t flags = LETHE_PTE_RVALID;
@@ -119,7 +131,6 @@ static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vc
             flags = LETHE_PTE_DIRTY;
             lethe_page_wake(lethe_rgn(l), vpn, 1);
         }
-        lethe_pte_set_slot(p, slot, lethe_page_fingerprint(v->staging));
         lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, flags, f));
         LETHE_COUNT(&w->cnt, swap_ins, 1);
         LETHE_COUNT(&w->cnt, remote_loss, 1);
@@ -374,7 +385,7 @@ void lethe_release_range(struct lethe *l, uint64_t vpn, uint64_t n, uint64_t *fi
         uint64_t slot = lethe_pte_slot(p);
         if (slot != LETHE_NO_SLOT)
             slot_buf_add(l, &sb, slot);
-        lethe_pte_set_slot(p, LETHE_NO_SLOT, 0);
+        lethe_pte_set_slot(p, LETHE_NO_SLOT);
         lethe_pte_publish(p, 0);
         if (f != LETHE_NIL)
             free_frame(l, i, f, st == LETHE_PS_PARKED);
@@ -421,7 +432,7 @@ static void remap_one(struct lethe *l, uint64_t src, uint64_t dst, struct slot_b
     uint32_t f;
     unsigned st = claim_out(l, src, &sw, &f);
     __atomic_store_n(&pd->slot, __atomic_load_n(&ps->slot, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
-    lethe_pte_set_slot(ps, LETHE_NO_SLOT, 0);
+    lethe_pte_set_slot(ps, LETHE_NO_SLOT);
     if (f != LETHE_NIL) {
         struct lethe_shard *s = &l->shards[lethe_shard_of(l, dst)];
         lethe_shard_lock(s);

@@ -23,6 +23,14 @@ void lethe_local_inject_failure(struct lethe_transport *t, unsigned mask)
     __atomic_store_n(&lr->fail_mask, mask, __ATOMIC_RELEASE);
 }
 
+void *lethe_local_slot_memory(struct lethe_transport *t, uint64_t slot)
+{
+    struct local_remote *lr = t->priv;
+    if (slot >= lr->bytes / LETHE_PAGE_SIZE)
+        return NULL;
+    return (char *)lr->base + slot * LETHE_PAGE_SIZE;
+}
+
 static bool failing(struct lethe_channel *ch, unsigned kind, const uint64_t *slots)
 {
     struct local_remote *lr = ch->priv;
