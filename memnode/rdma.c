@@ -10,7 +10,15 @@
  * device supports it, else pinned) and accepts with ACCEPT private data: address, rkey and
  * length of that region only. Everything else is rejected with REJECT private data (errno).
  *
- * A region's channels are disconnected and its MR deregistered before its memory goes.
+ * Isolation between clients rests on protection domains, not on the secrecy of rkeys: an
+ * rkey is honoured on every QP of the PD its MR belongs to, and rkeys are small and easy to
+ * guess. So each region has its own PD, allocated with its MR on the first connect; that MR
+ * and the QPs of the region's channels (and nothing else) are created in it. A channel that
+ * names another region's rkey then gets a remote access error from the NIC, without the
+ * node's CPU. The completion queue, which no PD owns, is shared per device.
+ *
+ * A region's channels are disconnected (their QPs destroyed), its MR deregistered and its PD
+ * freed before its memory goes.
  * Without an RDMA device, start-up fails with a message that says so.
  */
 #ifndef _GNU_SOURCE
@@ -32,7 +40,6 @@
 
 struct mn_rdma_dev {
     struct ibv_context *ctx;
-    struct ibv_pd *pd;
     struct ibv_cq *cq; /* required by every QP; one-sided traffic completes nothing here */
     bool odp;          /* on-demand paging for RC RDMA READ/WRITE */
     uint8_t max_rd_atom;
@@ -48,6 +55,7 @@ struct mn_vchan {
 };
 
 struct mn_rdma_region {
+    struct ibv_pd *pd; /* this region's alone: its MR and its channels' QPs */
     struct ibv_mr *mr;
     struct mn_rdma_dev *dev;
     struct mn_vchan *chans;
@@ -69,12 +77,9 @@ static struct mn_rdma_dev *dev_for(struct mn_rdma *r, struct ibv_context *ctx)
     if (!d)
         return NULL;
     d->ctx = ctx;
-    d->pd = ibv_alloc_pd(ctx);
-    d->cq = d->pd ? ibv_create_cq(ctx, 16, NULL, NULL, 0) : NULL;
+    d->cq = ibv_create_cq(ctx, 16, NULL, NULL, 0);
     if (!d->cq) {
-        lethe_error("verbs: cannot allocate a PD/CQ on %s", ibv_get_device_name(ctx->device));
-        if (d->pd)
-            ibv_dealloc_pd(d->pd);
+        lethe_error("verbs: cannot create a CQ on %s", ibv_get_device_name(ctx->device));
         free(d);
         return NULL;
     }
@@ -143,16 +148,26 @@ static struct mn_rdma_region *region_rdma(struct lethe_memnode *n, struct mn_reg
         *why = "out of memory";
         return NULL;
     }
+    rr->pd = ibv_alloc_pd(dev->ctx);
+    if (!rr->pd) {
+        *err = errno ? errno : ENOMEM;
+        *why = "cannot allocate a protection domain for the region";
+        lethe_error("verbs: ibv_alloc_pd for region %llu on %s: %s", (unsigned long long)reg->id,
+                    ibv_get_device_name(dev->ctx->device), strerror(*err));
+        free(rr);
+        return NULL;
+    }
     int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
     if (dev->odp)
-        rr->mr = ibv_reg_mr(dev->pd, reg->base, reg->bytes, access | IBV_ACCESS_ON_DEMAND);
+        rr->mr = ibv_reg_mr(rr->pd, reg->base, reg->bytes, access | IBV_ACCESS_ON_DEMAND);
     if (!rr->mr)
-        rr->mr = ibv_reg_mr(dev->pd, reg->base, reg->bytes, access);
+        rr->mr = ibv_reg_mr(rr->pd, reg->base, reg->bytes, access);
     if (!rr->mr) {
         *err = errno ? errno : ENOMEM;
         *why = "ibv_reg_mr of the region failed";
         lethe_error("verbs: ibv_reg_mr of region %llu (%llu bytes): %s",
                     (unsigned long long)reg->id, (unsigned long long)reg->bytes, strerror(*err));
+        ibv_dealloc_pd(rr->pd);
         free(rr);
         return NULL;
     }
@@ -202,8 +217,9 @@ static void on_connect_request(struct lethe_memnode *n, struct rdma_cm_id *id, c
         .cap = {.max_send_wr = 1, .max_recv_wr = 1, .max_send_sge = 1, .max_recv_sge = 1},
         .qp_type = IBV_QPT_RC,
     };
+    /* In the region's own PD: this QP can reach that region's MR and no other. */
     struct mn_vchan *v = calloc(1, sizeof(*v));
-    if (!v || rdma_create_qp(id, dev->pd, &qa) < 0) {
+    if (!v || rdma_create_qp(id, rr->pd, &qa) < 0) {
         free(v);
         reject(n, id, ENOMEM, "cannot create a QP", false);
         return;
@@ -350,7 +366,12 @@ void mn_rdma_region_release(struct lethe_memnode *n, struct mn_region *reg)
         rdma_disconnect(v->id);
         vchan_free(v);
     }
+    /* The QPs are gone with the channels: the PD holds only the MR now. */
     ibv_dereg_mr(rr->mr);
+    int rc = ibv_dealloc_pd(rr->pd);
+    if (rc != 0)
+        lethe_warn("verbs: ibv_dealloc_pd of region %llu: %s", (unsigned long long)reg->id,
+                   strerror(rc));
     free(rr);
     reg->rdma = NULL;
 }
@@ -368,7 +389,6 @@ void mn_rdma_stop(struct lethe_memnode *n)
         struct mn_rdma_dev *d = r->devs;
         r->devs = d->next;
         ibv_destroy_cq(d->cq);
-        ibv_dealloc_pd(d->pd);
         free(d);
     }
     if (r->ec)

@@ -5,9 +5,11 @@
 #include "test_fault_stub.h"
 
 #include <criterion/criterion.h>
-#include <sys/mman.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static struct stub_core *start_thread_core(bool fallback_move, bool fallback_dirty)
 {
@@ -230,22 +232,54 @@ Test(fault_ops, soft_unmap_batch_moves_runs_and_reports_each_page)
     stub_stop(c);
 }
 
-Test(fault_ops, soft_unmap_error_answers)
+static void check_soft_unmap_errors(bool fb_move)
 {
-    struct stub_core *c = start_thread_core(false, false);
+    struct stub_core *c = start_thread_core(fb_move, false);
     cr_assert(stub_check(1, stub_page(c, 1)));
     cr_assert(stub_check(2, stub_page(c, 2)));
     cr_assert_eq(lethe_page_soft_unmap(c->r, 7, 5), -ENOENT, "untouched page");
     cr_assert_eq(stub_park(c, 1, 5), 0);
     cr_assert_eq(lethe_page_soft_unmap(c->r, 2, 5), -EEXIST, "slot 5 still holds page 1");
+    cr_assert(stub_check(2, stub_page(c, 2)), "a refused soft_unmap leaves the page mapped");
     cr_assert_eq(lethe_page_soft_unmap(c->r, 2, 4096), -EINVAL, "frame out of range");
     cr_assert_eq(lethe_page_map_back(c->r, 2, 5), -EEXIST, "page 2 is present");
     cr_assert(stub_check(1, lethe_region_slot(c->r, 5)), "slot 5 keeps its page");
     cr_assert(stub_check(2, stub_page(c, 2)));
     cr_assert_eq(lethe_page_map_back(c->r, 9, 6), -ENOENT, "slot 6 is empty");
     cr_assert_eq(lethe_page_drop_slot(c->r, 5), 0);
+    cr_assert_eq(lethe_page_map_back(c->r, 9, 5), -ENOENT, "the dropped slot 5 is empty");
     cr_assert_eq(lethe_page_soft_unmap(c->r, 2, 5), 0, "the dropped slot is free again");
+    cr_assert_eq(lethe_page_map_back(c->r, 2, 5), 0);
+    cr_assert(stub_check(2, stub_page(c, 2)), "page 2 came back from slot 5");
+    cr_assert_eq(lethe_page_map_back(c->r, 9, 5), -ENOENT, "map_back emptied slot 5");
+    cr_assert_eq(lethe_page_soft_unmap(c->r, 2, 5), 0, "and left it free");
+    cr_assert(stub_check(2, lethe_region_slot(c->r, 5)));
+    cr_assert_eq(lethe_page_map_back(c->r, 2, 5), 0);
+    /* batches answer per page, the refused page staying where it was */
+    cr_assert(stub_check(3, stub_page(c, 3)));
+    cr_assert(stub_check(4, stub_page(c, 4)));
+    cr_assert_eq(stub_park(c, 3, 20), 0);
+    uint64_t vpns[] = {2, 4}, frames[] = {20, 21};
+    int status[2];
+    cr_assert_eq(lethe_page_soft_unmap_batch_status(c->r, vpns, frames, 2, status), 1);
+    cr_assert_eq(status[0], -EEXIST, "slot 20 holds page 3, got %d", status[0]);
+    cr_assert_eq(status[1], 0);
+    cr_assert(stub_check(2, stub_page(c, 2)));
+    cr_assert(stub_check(3, lethe_region_slot(c->r, 20)), "slot 20 keeps page 3");
+    cr_assert(stub_check(4, lethe_region_slot(c->r, 21)));
+    cr_assert_eq(lethe_page_map_back(c->r, 4, 21), 0);
     stub_stop(c);
+}
+
+Test(fault_ops, soft_unmap_error_answers)
+{
+    check_soft_unmap_errors(false);
+}
+
+/* The copy fallback (Linux < 6.8) keeps slot occupancy itself; the answers must not differ. */
+Test(fault_ops, soft_unmap_error_answers_in_copy_fallback)
+{
+    check_soft_unmap_errors(true);
 }
 
 Test(fault_ops, map_back_of_a_page_shared_with_a_forked_child_works)
@@ -369,14 +403,49 @@ Test(fault_ops, wake_rejects_ranges_outside_the_region)
     stub_stop(c);
 }
 
-Test(fault_ops, touching_an_empty_parking_slot_aborts, .signal = SIGABRT)
+/* With UFFDIO_MOVE the parking area is on a SIGBUS userfaultfd, so a touch of an empty slot
+ * (a runtime bug) is caught, logged and aborted. The touch runs in a forked child that makes
+ * its own region (a child of this process would get the parking area unregistered); the
+ * test asserts how the child died and what it logged. The copy fallback's parking area is
+ * plain memory with nothing to catch there: its guard is the slot bitmap (map_back of an
+ * empty slot is -ENOENT), pinned down by soft_unmap_error_answers_in_copy_fallback. */
+Test(fault_ops, touching_an_empty_parking_slot_aborts)
 {
-    struct stub_core *c = start_thread_core(false, false);
-    if (!lethe_region_has_move(c->r)) {
-        stub_stop(c);
-        cr_skip_test("the copy fallback's parking area is plain memory: nothing to catch");
+    struct stub_core *probe = start_thread_core(false, false);
+    bool has_move = lethe_region_has_move(probe->r);
+    stub_stop(probe);
+    if (!has_move)
+        cr_skip_test("no UFFDIO_MOVE: the copy fallback's parking area is plain memory");
+    int logpipe[2];
+    cr_assert_eq(pipe(logpipe), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        close(logpipe[0]);
+        setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0});
+        lethe_log_set_fd(logpipe[1]);
+        lethe_log_set_level(LETHE_LOG_ERROR);
+        struct lethe_region_params p = stub_params(LETHE_DELIVERY_THREAD, 1);
+        struct stub_core *c = stub_start(&p);
+        if (!c || !lethe_region_has_move(c->r))
+            _exit(3);
+        volatile char *slot = lethe_region_slot(c->r, 3);
+        (void)*slot;
+        _exit(4); /* the touch went unnoticed */
     }
-    lethe_log_set_level(LETHE_LOG_ERROR);
-    volatile char *slot = lethe_region_slot(c->r, 3);
-    (void)*slot; /* a runtime bug if it ever happened: logged, then abort() */
+    close(logpipe[1]);
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    char log[4096];
+    size_t len = 0;
+    ssize_t got;
+    while (len < sizeof(log) - 1 && (got = read(logpipe[0], log + len, sizeof(log) - 1 - len)) > 0)
+        len += (size_t)got;
+    log[len] = 0;
+    close(logpipe[0]);
+    cr_assert(WIFSIGNALED(status), "the child exited with %d instead of aborting",
+              WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    cr_assert_eq(WTERMSIG(status), SIGABRT, "killed by signal %d", WTERMSIG(status));
+    cr_assert(strstr(log, "touch of parking slot 3") != NULL, "log: %s", log);
 }

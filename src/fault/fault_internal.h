@@ -76,6 +76,11 @@ struct lethe_region {
     size_t staging_len;
     void *zero_page;      /* one page of zeros: source of install_zero with dirty tracking */
     atomic_uint *stripes; /* FAULT_STRIPES locks, sync_wp only */
+    /* Copy fallback only (NULL with UFFDIO_MOVE): bit f set while parking slot f holds a
+     * page. The slots are plain memory there, so nothing else says a slot is taken: the
+     * bitmap makes soft_unmap answer -EEXIST and map_back -ENOENT as UFFDIO_MOVE does. */
+    _Atomic uint64_t *slot_used;
+    size_t slot_used_len;
 
     atomic_uint_fast64_t events; /* application events handled (any thread) */
     /* Thread delivery: held by a vCPU across read() of uffd A and, when it read an event,

@@ -16,7 +16,11 @@
  * and drops it with MADV_DONTNEED, all under the page's stripe lock; a write that hits the
  * protection waits in fault_resolve_wp() for that lock, and after the drop it faults as
  * missing like any other access. map_back copies the slot in with UFFDIO_COPY and drops the
- * slot.
+ * slot. Plain memory does not say whether a slot holds a page (an empty slot reads as
+ * zeros), so a bitmap outside the region does: soft_unmap claims the slot's bit first
+ * (-EEXIST when it is taken, as UFFDIO_MOVE onto a populated slot), map_back refuses a
+ * slot whose bit is clear (-ENOENT, as MOVE from a hole) and clears it once the slot is
+ * dropped, drop_slot(s) clear it. One atomic per operation, next to a page copy.
  */
 #define _GNU_SOURCE
 #include "fault/fault_internal.h"
@@ -194,10 +198,42 @@ static bool make_exclusive(uint64_t addr)
     return madvise((void *)(uintptr_t)addr, PG, MADV_POPULATE_WRITE) == 0;
 }
 
+/* Copy fallback's slot occupancy (r->slot_used); no-ops where it is not kept. */
+static inline uint64_t slot_bit(uint64_t frame)
+{
+    return (uint64_t)1 << (frame & 63);
+}
+
+/* Takes frame's slot; false when it already holds a page. */
+static bool slot_claim(struct lethe_region *r, uint64_t frame)
+{
+    if (!r->slot_used)
+        return true;
+    uint64_t old =
+        atomic_fetch_or_explicit(&r->slot_used[frame >> 6], slot_bit(frame), memory_order_acq_rel);
+    return !(old & slot_bit(frame));
+}
+
+static bool slot_held(struct lethe_region *r, uint64_t frame)
+{
+    if (!r->slot_used)
+        return true;
+    return atomic_load_explicit(&r->slot_used[frame >> 6], memory_order_acquire) & slot_bit(frame);
+}
+
+static void slot_free(struct lethe_region *r, uint64_t frame)
+{
+    if (r->slot_used)
+        atomic_fetch_and_explicit(&r->slot_used[frame >> 6], ~slot_bit(frame),
+                                  memory_order_release);
+}
+
 static int soft_unmap_copy(struct lethe_region *r, uint64_t vpn, uint64_t frame)
 {
     void *page = (void *)(uintptr_t)fault_addr(r, vpn);
     void *slot = (void *)(uintptr_t)fault_slot_addr(r, frame);
+    if (!slot_claim(r, frame))
+        return -EEXIST;
     if (r->sync_wp) {
         fault_stripe_lock(r, vpn);
         write_protect(r, vpn, 1, true);
@@ -212,6 +248,8 @@ static int soft_unmap_copy(struct lethe_region *r, uint64_t vpn, uint64_t frame)
     }
     if (r->sync_wp)
         fault_stripe_unlock(r, vpn);
+    if (rc < 0)
+        slot_free(r, frame);
     return rc;
 }
 
@@ -323,9 +361,13 @@ int lethe_page_map_back(struct lethe_region *r, uint64_t vpn, uint64_t frame)
     if (r->has_move && !atomic_load_explicit(&r->child, memory_order_relaxed))
         return map_back_move(r, vpn, frame);
     void *slot = (void *)(uintptr_t)fault_slot_addr(r, frame);
+    if (!slot_held(r, frame))
+        return -ENOENT;
     int rc = copy_in(r, vpn, slot, 1, PG);
-    if (rc == 0)
+    if (rc == 0) {
         madvise(slot, PG, MADV_DONTNEED);
+        slot_free(r, frame);
+    }
     return rc;
 }
 
@@ -341,6 +383,8 @@ int lethe_page_drop_slots(struct lethe_region *r, const uint64_t *frames, unsign
         if (madvise((void *)(uintptr_t)fault_slot_addr(r, frames[i]), (size_t)run * PG,
                     MADV_DONTNEED) != 0)
             return -errno;
+        for (unsigned k = 0; k < run; k++)
+            slot_free(r, frames[i + k]);
         i += run;
     }
     return 0;

@@ -292,6 +292,14 @@ int lethe_region_create(const struct lethe_region_params *p, const struct lethe_
         goto fail;
     if ((rc = setup_uffds(r, avail)) < 0)
         goto fail;
+    if (!r->has_move) { /* decided for good by setup_uffds() */
+        r->slot_used_len = ((p->nframes + 63) / 64) * sizeof(uint64_t);
+        r->slot_used = map_private(r->slot_used_len, 0);
+        if (!r->slot_used) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
     if (r->has_dirty) {
         r->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
         if (r->pagemap_fd < 0 || !probe_pagemap_scan(r)) {
@@ -365,6 +373,8 @@ void lethe_region_destroy(struct lethe_region *r)
         munmap(r->zero_page, LETHE_PAGE_SIZE);
     if (r->stripes)
         munmap(r->stripes, FAULT_STRIPES * sizeof(atomic_uint));
+    if (r->slot_used)
+        munmap((void *)r->slot_used, r->slot_used_len);
     munmap(r, sizeof(*r));
 }
 
