@@ -11,6 +11,10 @@
  * threads fault on the same page at once. Accesses mix random pages with sequential runs.
  * A churn thread allocates, purges and frees extents of its own meanwhile (release paths).
  * Cache 2 MiB, working set 8 MiB.
+ *
+ * stress_run() runs a case over the `local` transport; stress_run_config() runs it over any
+ * config (test/test_remote_stress.c and test/stress/remote_swapper.c point it at a real
+ * memory node with stress_remote_config()).
  */
 #ifndef LETHE_CORE_STRESS_H
 #define LETHE_CORE_STRESS_H
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core_test.h"
 
@@ -54,6 +59,7 @@ struct stress_result {
     unsigned long churn_rounds; /* extent alloc/purge/free rounds of the churn thread */
     struct lethe_stats stats;
     char error[256];
+    char paths[256];            /* lethe_paths(): delivery, transport (with its node), ... */
 };
 
 static inline void stress_page_lock(struct stress_shared *sh, unsigned pg)
@@ -180,18 +186,58 @@ static inline void *stress_churn_main(void *arg)
     return NULL;
 }
 
-/* One case: `threads` application threads for `seconds`. */
-static inline struct stress_result stress_run(enum lethe_delivery d, enum lethe_reclaim rc,
-                                              unsigned threads, double seconds)
+/* The stress config (cache 2 MiB, region 32 MiB, 8 shards) over a memory node: `kind` shm
+ * (node = its Unix socket path) or tcp (node = host:port), authenticated with the token in
+ * token_file, asking the node for remote_size bytes. */
+static inline struct lethe_config stress_remote_config(enum lethe_transport_kind kind,
+                                                       const char *node, const char *token_file,
+                                                       uint64_t remote_size, enum lethe_delivery d,
+                                                       enum lethe_reclaim rc)
+{
+    struct lethe_config c = core_test_config(d, rc, 2UL << 20, 32UL << 20);
+    c.shards = 8;
+    c.transport = kind;
+    c.memnode_embedded = false;
+    c.n_memnodes = 1;
+    snprintf(c.memnodes[0], sizeof(c.memnodes[0]), "%s", node);
+    snprintf(c.token_file, sizeof(c.token_file), "%s", token_file);
+    c.remote_size = remote_size;
+    c.connect_timeout_us = 2000000;
+    return c;
+}
+
+/* Waits (at most `seconds`) until pages have gone out and come back, then writes one byte to
+ * ready_fd: a test that breaks the memory node waits for that, so that it breaks a run that
+ * is really swapping. */
+static inline void stress_signal_swapping(struct lethe *l, int ready_fd, double seconds)
+{
+    double end = stress_now() + seconds;
+    while (stress_now() < end) {
+        struct lethe_stats st;
+        lethe_get_stats(l, &st);
+        if (st.swap_ins > 0 && st.swap_outs > 0) {
+            if (write(ready_fd, "s", 1) < 0) {
+            }
+            return;
+        }
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* One case over config c: `threads` application threads for `seconds`. ready_fd: -1, or where
+ * to write one byte once the run swaps (stress_signal_swapping). */
+static inline struct stress_result stress_run_config(const struct lethe_config *c,
+                                                     unsigned threads, double seconds,
+                                                     int ready_fd)
 {
     struct stress_result res;
     memset(&res, 0, sizeof(res));
-    struct lethe_config c = core_test_config(d, rc, 2UL << 20, 32UL << 20);
-    c.shards = 8;
     struct lethe *l = NULL;
-    res.start_rc = lethe_start(&c, &l);
+    res.start_rc = lethe_start(c, &l);
     if (res.start_rc != 0)
         return res;
+    snprintf(res.paths, sizeof(res.paths), "%s", lethe_paths(l));
     struct stress_shared *sh = calloc(1, sizeof(*sh));
     sh->seconds = seconds;
     sh->l = l;
@@ -210,6 +256,8 @@ static inline struct stress_result stress_run(enum lethe_delivery d, enum lethe_
         args[i] = (struct stress_worker){sh, i, 0};
         pthread_create(&t[i], NULL, stress_worker_main, &args[i]);
     }
+    if (ready_fd >= 0)
+        stress_signal_swapping(l, ready_fd, seconds);
     for (unsigned i = 0; i < threads; i++) {
         pthread_join(t[i], NULL);
         res.ops += args[i].ops;
@@ -231,6 +279,15 @@ static inline struct stress_result stress_run(enum lethe_delivery d, enum lethe_
     lethe_stop(l);
     free(sh);
     return res;
+}
+
+/* One case over the `local` transport: `threads` application threads for `seconds`. */
+static inline struct stress_result stress_run(enum lethe_delivery d, enum lethe_reclaim rc,
+                                              unsigned threads, double seconds)
+{
+    struct lethe_config c = core_test_config(d, rc, 2UL << 20, 32UL << 20);
+    c.shards = 8;
+    return stress_run_config(&c, threads, seconds, -1);
 }
 
 #endif

@@ -25,6 +25,7 @@
 
 #include "core/core.h"
 #include "core/log.h"
+#include "rdma/auth.h"
 #include "rebalancer/rebalancer.h"
 
 static void *map_zero(size_t bytes, bool noreserve)
@@ -78,26 +79,44 @@ static const struct lethe_fault_ops core_ops = {
 
 /* --- start / stop --- */
 
-static int read_token(const char *path, char *out, size_t len)
+/* The transport's parameters from [transport]. The token is read with lethe_token_load(), the
+ * function the memory node reads its own copy with, so that both sides see the same text
+ * (the file's one line without its trailing newline: spaces are part of the token). */
+static int transport_params(const struct lethe_config *cfg, unsigned max_batch,
+                            struct lethe_transport_params *tp)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int err = -errno;
-        lethe_error("token_file %s: %s", path, strerror(-err));
-        return err;
+    memset(tp, 0, sizeof(*tp));
+    tp->kind = cfg->transport;
+    tp->remote_size = cfg->remote_size;
+    tp->shm_delay_us = cfg->shm_delay_us;
+    tp->connect_timeout_us = cfg->connect_timeout_us;
+    tp->max_batch = max_batch;
+    if (cfg->transport == LETHE_TRANSPORT_LOCAL)
+        return 0;
+    const char *kind = lethe_transport_name(cfg->transport);
+    if (!cfg->memnodes[0][0]) {
+        lethe_error("transport %s: no memory node address in [transport] memnode (an embedded "
+                    "node is started by lethed, which then passes its address)",
+                    kind);
+        return -EINVAL;
     }
-    ssize_t got = read(fd, out, len - 1);
-    int err = got < 0 ? -errno : 0;
-    close(fd);
-    if (got < 0) {
-        lethe_error("token_file %s: %s", path, strerror(-err));
-        return err;
+    if (cfg->n_memnodes > 1)
+        lethe_warn("transport %s: %u memory nodes configured; this version uses only the "
+                   "first, %s",
+                   kind, cfg->n_memnodes, cfg->memnodes[0]);
+    snprintf(tp->node, sizeof(tp->node), "%s", cfg->memnodes[0]);
+    if (!cfg->token_file[0]) {
+        lethe_error("transport %s: token_file is not set: memory node %s needs its shared "
+                    "secret",
+                    kind, cfg->memnodes[0]);
+        return -EINVAL;
     }
-    size_t n = (size_t)got < len ? (size_t)got : len - 1;
-    out[n] = '\0';
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
-        out[--n] = '\0';
-    return 0;
+    char err[128];
+    int rc = lethe_token_load(cfg->token_file, false, tp->token, sizeof(tp->token), NULL, err,
+                              sizeof(err));
+    if (rc < 0)
+        lethe_error("token_file %s: %s", cfg->token_file, err);
+    return rc;
 }
 
 static void teardown(struct lethe *l)
@@ -198,19 +217,11 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     l->frames_target = frames;
 
     struct lethe_transport_params tp;
-    memset(&tp, 0, sizeof(tp));
-    tp.kind = cfg->transport;
-    snprintf(tp.node, sizeof(tp.node), "%s", cfg->memnodes[0]);
-    tp.remote_size = cfg->remote_size;
-    tp.shm_delay_us = cfg->shm_delay_us;
-    tp.connect_timeout_us = cfg->connect_timeout_us;
-    tp.max_batch = l->batch;
-    if (cfg->token_file[0]) {
-        rc = read_token(cfg->token_file, tp.token, sizeof(tp.token));
-        if (rc < 0)
-            goto fail;
-    }
+    rc = transport_params(cfg, l->batch, &tp);
+    if (rc < 0)
+        goto fail;
     rc = lethe_transport_open(&tp, &l->transport);
+    memset(tp.token, 0, sizeof(tp.token));
     if (rc < 0) {
         l->transport = NULL;
         goto fail;

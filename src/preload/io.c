@@ -1,0 +1,462 @@
+/* io.c — system calls that hand a buffer to the kernel, made safe for signal delivery.
+ *
+ * With fault_delivery = signal the region is registered with UFFD_FEATURE_SIGBUS: a user
+ * access to a missing page raises SIGBUS and is served, but a kernel access (read() copying
+ * into a heap buffer, write() copying out of one) fails with EFAULT instead. These wrappers
+ * close that gap for the calls a program makes itself: when the buffer lies in the region,
+ * they make its pages present by touching them from user mode (an atomic add of zero to one
+ * byte per page: a write access that changes nothing, even with another thread writing the
+ * same byte), then make the call. A page demoted or evicted between the touch and the
+ * kernel's copy makes the call fail with EFAULT before any data moved, and it is retried (up
+ * to 8 times), or cuts the copy short: a short count, which these calls may always return.
+ *
+ * At most a budget of bytes (an eighth of the cache, between 64 and 128 KiB) is touched before
+ * each system call: the rebalancer may demote a touched page again at any time, so the window
+ * between touch and copy must stay short. read, write, pread and pwrite on a regular file or
+ * block device carry out a longer request budget by budget, going on after a short count
+ * (such files never block part-way); on a pipe, socket or terminal, and for the vector and
+ * socket calls, a request is cut to the budget and returns a short count, which those calls
+ * may always return.
+ *
+ * Wrapped: read, pread, pread64, readv, preadv, preadv64, write, pwrite, pwrite64, writev,
+ * pwritev, pwritev64, recv, recvfrom, recvmsg, send, sendto, sendmsg. Not covered: calls
+ * libc makes internally (stdio's own reads into FILE buffers, getdents, ...), other system
+ * calls given heap buffers (futex on a heap word, stat into a heap struct, io_uring,
+ * O_DIRECT), and a datagram whose receive fails with EFAULT is dropped by the kernel. In
+ * thread delivery mode none of this is needed (the vCPUs serve kernel accesses too) and the
+ * wrappers pass straight through.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "preload/preload.h"
+
+#define RETRIES        8
+#define MIN_BUDGET     (64 * 1024)
+#define MAX_BUDGET     (128 * 1024)
+#define MAX_IOV_COPIED 1024
+
+/* The runtime when the calling thread's buffers need care: signal delivery, runtime up. */
+static struct lethe *signal_mode(void)
+{
+    struct lethe *l = preload_lethe();
+    if (!l || preload_config()->fault_delivery != LETHE_DELIVERY_SIGNAL)
+        return NULL;
+    return l;
+}
+
+/* Bytes touched before one system call. Small, because the window between the touch and the
+ * kernel's copy is what lets the rebalancer demote (soft-unmap) a page again: touching 128 KiB
+ * that must be swapped in takes about a millisecond. */
+static size_t budget(void)
+{
+    uint64_t b = preload_config()->cache_size / 8;
+    return b < MIN_BUDGET ? MIN_BUDGET : b > MAX_BUDGET ? MAX_BUDGET : (size_t)b;
+}
+
+/* Touches every page of [buf, buf+len) that lies in the region. */
+static void prefault(struct lethe *l, const void *buf, size_t len)
+{
+    if (!buf || len == 0)
+        return;
+    uintptr_t p = (uintptr_t)buf & ~(uintptr_t)(LETHE_PAGE_SIZE - 1);
+    uintptr_t end = (uintptr_t)buf + len;
+    for (; p < end; p += LETHE_PAGE_SIZE) {
+        char *c = (char *)(p < (uintptr_t)buf ? (uintptr_t)buf : p);
+        if (lethe_in_region(l, c))
+            __atomic_fetch_add(c, 0, __ATOMIC_RELAXED);
+    }
+}
+
+static bool touches_region(struct lethe *l, const void *buf, size_t len)
+{
+    return buf && len &&
+           (lethe_in_region(l, buf) || lethe_in_region(l, (const char *)buf + len - 1));
+}
+
+static bool iov_touches_region(struct lethe *l, const struct iovec *iov, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (touches_region(l, iov[i].iov_base, iov[i].iov_len))
+            return true;
+    return false;
+}
+
+/* Copies iov into out, cut to the budget; prefaults it; returns the new count. */
+static int prepare_iov(struct lethe *l, const struct iovec *iov, int n, struct iovec *out)
+{
+    size_t left = budget();
+    int k = 0;
+    for (int i = 0; i < n && i < MAX_IOV_COPIED && left > 0; i++) {
+        out[k] = iov[i];
+        if (out[k].iov_len > left)
+            out[k].iov_len = left;
+        left -= out[k].iov_len;
+        prefault(l, out[k].iov_base, out[k].iov_len);
+        k++;
+    }
+    return k;
+}
+
+#define REAL(name, type)                                                                           \
+    static type real_##name;                                                                       \
+    static type get_##name(void)                                                                   \
+    {                                                                                              \
+        type f = __atomic_load_n(&real_##name, __ATOMIC_ACQUIRE);                                  \
+        if (!f) {                                                                                  \
+            f = (type)dlsym(RTLD_NEXT, #name);                                                     \
+            __atomic_store_n(&real_##name, f, __ATOMIC_RELEASE);                                   \
+        }                                                                                          \
+        return f;                                                                                  \
+    }
+
+typedef ssize_t (*read_fn)(int, void *, size_t);
+typedef ssize_t (*write_fn)(int, const void *, size_t);
+typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef ssize_t (*readv_fn)(int, const struct iovec *, int);
+typedef ssize_t (*preadv_fn)(int, const struct iovec *, int, off_t);
+typedef ssize_t (*recv_fn)(int, void *, size_t, int);
+typedef ssize_t (*send_fn)(int, const void *, size_t, int);
+typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
+typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
+
+REAL(read, read_fn)
+REAL(write, write_fn)
+REAL(pread, pread_fn)
+REAL(pread64, pread_fn)
+REAL(pwrite, pwrite_fn)
+REAL(pwrite64, pwrite_fn)
+REAL(readv, readv_fn)
+REAL(writev, readv_fn)
+REAL(preadv, preadv_fn)
+REAL(preadv64, preadv_fn)
+REAL(pwritev, preadv_fn)
+REAL(pwritev64, preadv_fn)
+REAL(recv, recv_fn)
+REAL(send, send_fn)
+REAL(recvfrom, recvfrom_fn)
+REAL(sendto, sendto_fn)
+REAL(recvmsg, recvmsg_fn)
+REAL(sendmsg, sendmsg_fn)
+
+/* Runs CALL (an expression giving ssize_t) with buf's pages made present, retrying EFAULT. */
+#define WITH_PREFAULT(l, buf, len, CALL)                                                           \
+    do {                                                                                           \
+        if ((len) > budget())                                                                      \
+            (len) = budget();                                                                      \
+        ssize_t rc_ = -1;                                                                          \
+        for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
+            prefault((l), (buf), (len));                                                           \
+            rc_ = (CALL);                                                                          \
+            if (!(rc_ < 0 && errno == EFAULT))                                                     \
+                break;                                                                             \
+        }                                                                                          \
+        return rc_;                                                                                \
+    } while (0)
+
+#define WITH_PREFAULT_IOV(l, iov, n, CALL_WITH_V_K)                                                \
+    do {                                                                                           \
+        struct iovec v[MAX_IOV_COPIED];                                                            \
+        ssize_t rc_ = -1;                                                                          \
+        for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
+            int k = prepare_iov((l), (iov), (n), v);                                               \
+            rc_ = (CALL_WITH_V_K);                                                                 \
+            if (!(rc_ < 0 && errno == EFAULT))                                                     \
+                break;                                                                             \
+        }                                                                                          \
+        return rc_;                                                                                \
+    } while (0)
+
+void io_init(void)
+{
+    /* Resolved now, while the process is single-threaded and not in a signal handler. */
+    get_read();
+    get_write();
+    get_pread();
+    get_pread64();
+    get_pwrite();
+    get_pwrite64();
+    get_readv();
+    get_writev();
+    get_preadv();
+    get_preadv64();
+    get_pwritev();
+    get_pwritev64();
+    get_recv();
+    get_send();
+    get_recvfrom();
+    get_sendto();
+    get_recvmsg();
+    get_sendmsg();
+}
+
+/* One budget-sized piece of a read or write at buf+done (offset off+done when positional). */
+enum piece_kind {
+    PIECE_READ,
+    PIECE_WRITE,
+    PIECE_PREAD,
+    PIECE_PWRITE,
+    PIECE_PREAD64,
+    PIECE_PWRITE64
+};
+
+static ssize_t piece(enum piece_kind kind, int fd, char *buf, size_t len, off_t off)
+{
+    switch (kind) {
+    case PIECE_READ:
+        return get_read()(fd, buf, len);
+    case PIECE_WRITE:
+        return get_write()(fd, buf, len);
+    case PIECE_PREAD:
+        return get_pread()(fd, buf, len, off);
+    case PIECE_PWRITE:
+        return get_pwrite()(fd, buf, len, off);
+    case PIECE_PREAD64:
+        return get_pread64()(fd, buf, len, off);
+    case PIECE_PWRITE64:
+        return get_pwrite64()(fd, buf, len, off);
+    }
+    errno = EINVAL;
+    return -1;
+}
+
+/* Files and block devices never block part-way, so a request longer than the budget is
+ * carried out piece by piece, as one call; anything else gets one piece (a short count). */
+static bool is_file(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+}
+
+static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *buf, size_t len,
+                          off_t off)
+{
+    size_t chunk = budget();
+    bool whole = len > chunk && is_file(fd);
+    size_t done = 0;
+    do {
+        size_t n = len - done < chunk ? len - done : chunk;
+        ssize_t rc = -1;
+        for (int t = 0; t < RETRIES; t++) {
+            prefault(l, buf + done, n);
+            rc = piece(kind, fd, buf + done, n, off + (off_t)done);
+            if (!(rc < 0 && errno == EFAULT))
+                break;
+        }
+        if (rc < 0)
+            return done ? (ssize_t)done : rc;
+        if (rc == 0)
+            break; /* end of file */
+        done += (size_t)rc;
+        /* A file's short count here is a page lost between touch and copy: go on. */
+    } while (whole && done < len);
+    return (ssize_t)done;
+}
+
+ssize_t read(int fd, void *buf, size_t len)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_read()(fd, buf, len);
+    return prefaulted(l, PIECE_READ, fd, buf, len, 0);
+}
+
+ssize_t write(int fd, const void *buf, size_t len)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_write()(fd, buf, len);
+    return prefaulted(l, PIECE_WRITE, fd, (char *)buf, len, 0);
+}
+
+ssize_t pread(int fd, void *buf, size_t len, off_t off)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_pread()(fd, buf, len, off);
+    return prefaulted(l, PIECE_PREAD, fd, buf, len, off);
+}
+
+ssize_t pread64(int fd, void *buf, size_t len, off_t off)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_pread64()(fd, buf, len, off);
+    return prefaulted(l, PIECE_PREAD64, fd, buf, len, off);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_pwrite()(fd, buf, len, off);
+    return prefaulted(l, PIECE_PWRITE, fd, (char *)buf, len, off);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_pwrite64()(fd, buf, len, off);
+    return prefaulted(l, PIECE_PWRITE64, fd, (char *)buf, len, off);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int n)
+{
+    struct lethe *l = signal_mode();
+    if (!l || n <= 0 || !iov_touches_region(l, iov, n))
+        return get_readv()(fd, iov, n);
+    WITH_PREFAULT_IOV(l, iov, n, get_readv()(fd, v, k));
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    struct lethe *l = signal_mode();
+    if (!l || n <= 0 || !iov_touches_region(l, iov, n))
+        return get_writev()(fd, iov, n);
+    WITH_PREFAULT_IOV(l, iov, n, get_writev()(fd, v, k));
+}
+
+ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off)
+{
+    struct lethe *l = signal_mode();
+    if (!l || n <= 0 || !iov_touches_region(l, iov, n))
+        return get_preadv()(fd, iov, n, off);
+    WITH_PREFAULT_IOV(l, iov, n, get_preadv()(fd, v, k, off));
+}
+
+ssize_t preadv64(int fd, const struct iovec *iov, int n, off_t off)
+{
+    struct lethe *l = signal_mode();
+    if (!l || n <= 0 || !iov_touches_region(l, iov, n))
+        return get_preadv64()(fd, iov, n, off);
+    WITH_PREFAULT_IOV(l, iov, n, get_preadv64()(fd, v, k, off));
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+    struct lethe *l = signal_mode();
+    if (!l || n <= 0 || !iov_touches_region(l, iov, n))
+        return get_pwritev()(fd, iov, n, off);
+    WITH_PREFAULT_IOV(l, iov, n, get_pwritev()(fd, v, k, off));
+}
+
+ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off)
+{
+    struct lethe *l = signal_mode();
+    if (!l || n <= 0 || !iov_touches_region(l, iov, n))
+        return get_pwritev64()(fd, iov, n, off);
+    WITH_PREFAULT_IOV(l, iov, n, get_pwritev64()(fd, v, k, off));
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_recv()(fd, buf, len, flags);
+    WITH_PREFAULT(l, buf, len, get_recv()(fd, buf, len, flags));
+}
+
+ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_send()(fd, buf, len, flags);
+    WITH_PREFAULT(l, buf, len, get_send()(fd, buf, len, flags));
+}
+
+ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
+                 socklen_t *fromlen)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_recvfrom()(fd, buf, len, flags, from, fromlen);
+    if (from && fromlen)
+        prefault(l, from, *fromlen);
+    prefault(l, fromlen, sizeof(*fromlen));
+    WITH_PREFAULT(l, buf, len, get_recvfrom()(fd, buf, len, flags, from, fromlen));
+}
+
+ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
+               socklen_t tolen)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !touches_region(l, buf, len))
+        return get_sendto()(fd, buf, len, flags, to, tolen);
+    prefault(l, to, tolen);
+    WITH_PREFAULT(l, buf, len, get_sendto()(fd, buf, len, flags, to, tolen));
+}
+
+/* The small buffers of a msghdr besides its data: address and ancillary data. */
+static void prefault_msghdr(struct lethe *l, const struct msghdr *m)
+{
+    prefault(l, m, sizeof(*m));
+    prefault(l, m->msg_name, m->msg_namelen);
+    prefault(l, m->msg_control, m->msg_controllen);
+}
+
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
+        return get_recvmsg()(fd, msg, flags);
+    int n = (int)msg->msg_iovlen;
+    if (!iov_touches_region(l, msg->msg_iov, n) && !touches_region(l, msg, sizeof(*msg)) &&
+        !touches_region(l, msg->msg_name, msg->msg_namelen) &&
+        !touches_region(l, msg->msg_control, msg->msg_controllen))
+        return get_recvmsg()(fd, msg, flags);
+    struct iovec v[MAX_IOV_COPIED];
+    struct iovec *orig = msg->msg_iov;
+    size_t orig_len = msg->msg_iovlen;
+    ssize_t rc = -1;
+    for (int t = 0; t < RETRIES; t++) {
+        prefault_msghdr(l, msg);
+        int k = prepare_iov(l, orig, n, v);
+        msg->msg_iov = v;
+        msg->msg_iovlen = (size_t)k;
+        rc = get_recvmsg()(fd, msg, flags);
+        int err = errno;
+        msg->msg_iov = orig;
+        msg->msg_iovlen = orig_len;
+        errno = err;
+        if (!(rc < 0 && errno == EFAULT))
+            break;
+    }
+    return rc;
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
+        return get_sendmsg()(fd, msg, flags);
+    int n = (int)msg->msg_iovlen;
+    if (!iov_touches_region(l, msg->msg_iov, n) && !touches_region(l, msg, sizeof(*msg)) &&
+        !touches_region(l, msg->msg_name, msg->msg_namelen) &&
+        !touches_region(l, msg->msg_control, msg->msg_controllen))
+        return get_sendmsg()(fd, msg, flags);
+    struct iovec v[MAX_IOV_COPIED];
+    ssize_t rc = -1;
+    for (int t = 0; t < RETRIES; t++) {
+        prefault_msghdr(l, msg);
+        int k = prepare_iov(l, msg->msg_iov, n, v);
+        struct msghdr copy = *msg;
+        copy.msg_iov = v;
+        copy.msg_iovlen = (size_t)k;
+        rc = get_sendmsg()(fd, &copy, flags);
+        if (!(rc < 0 && errno == EFAULT))
+            break;
+    }
+    return rc;
+}

@@ -1,0 +1,73 @@
+/* preload.h — the parts of liblethe.so and what they share (internal to src/preload).
+ *
+ * liblethe.so is the runtime injected into an unmodified program with LD_PRELOAD (usually
+ * by lethed). Its constructor (preload.c) starts the swapper from the configuration lethed
+ * hands over in the environment; from then on:
+ *  - heap.c: the program's malloc family (jemalloc, linked into this library, so its malloc
+ *    is the process's malloc) allocates from a jemalloc arena whose extents come from the
+ *    managed region (extent hooks over lethe_extent_alloc/free/purge);
+ *  - threads.c: pthread_create is wrapped: program threads are put on the managed arena,
+ *    runtime threads (those this library creates: vCPUs, rebalancer, stats) stay on
+ *    jemalloc's automatic arenas, outside the region;
+ *  - mmap.c: large private anonymous mmaps go in the region, and munmap/mremap/madvise of
+ *    region memory are translated;
+ *  - io.c: in signal delivery mode, the I/O calls that hand a buffer to the kernel make the
+ *    buffer's pages present first (the kernel cannot fault them in itself there);
+ *  - libc_safe.c: strerror and the locale, made safe for runtime threads;
+ *  - stats.c: the stats thread publishes to the shared stats segment and applies lethed's
+ *    cache size requests.
+ * "Own code" is code inside this library (jemalloc, the runtime): its mmaps and threads are
+ * never redirected, whatever they do.
+ */
+#ifndef LETHE_PRELOAD_H
+#define LETHE_PRELOAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/lethe.h"
+
+/* The runtime once it is up (NULL before, and in processes where Lethe stays dormant). */
+struct lethe *preload_lethe(void);
+/* The configuration in effect (valid once preload_lethe() is non-NULL). */
+const struct lethe_config *preload_config(void);
+/* Whether a return address lies in this library's code. */
+bool preload_is_own_code(const void *addr);
+/* Finds this library's code range; first thing the constructor does. */
+void preload_find_own_code(void);
+
+/* heap.c */
+/* Creates the managed arena over the region (hooks call into l). Returns 0 or -errno. */
+int heap_init(struct lethe *l);
+/* Moves the calling (program) thread onto the managed arena. No-op before heap_init(). */
+void heap_enter_program_thread(void);
+/* In a forked child: new allocations from arena 0, thread cache emptied. */
+void heap_enter_fork_child(void);
+/* Keeps the calling (runtime) thread off the managed arena: automatic arena, no tcache. */
+void heap_enter_runtime_thread(void);
+/* Memory outside the region, for runtime bookkeeping created on any thread. */
+void *heap_runtime_alloc(uint64_t size);
+void heap_runtime_free(void *p);
+
+/* stats.c */
+/* Maps the segment named by LETHE_STATS_SHM (if any). Returns 0, or -errno when the variable
+ * is set but the segment cannot be used. */
+int stats_attach(const char *spec);
+/* Reports a runtime that failed to start (state FAILED, with the reason). */
+void stats_report_failure(const char *why);
+/* Starts the stats thread (publishes every ~100 ms, serves cache size requests). */
+int stats_start(struct lethe *l);
+/* Final publication (state EXITED); further publications stop. */
+void stats_final(struct lethe *l);
+/* In a forked child: this process must never publish (the segment is the parent's). */
+void stats_forget(void);
+
+/* io.c: resolves glibc's versions of the wrapped calls (the constructor calls it first). */
+void io_init(void);
+/* libc_safe.c: the "C" locale object for runtime threads (the constructor calls init). */
+void libc_safe_init(void);
+void libc_safe_enter_runtime_thread(void);
+
+/* mmap.c has nothing to initialise: it acts once preload_lethe() is non-NULL. */
+
+#endif

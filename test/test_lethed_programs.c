@@ -1,0 +1,133 @@
+/* test_lethed_programs.c — real programs under lethed, each with a heap about four times the
+ * local cache, give exactly the output they give without Lethe; and their heap really was
+ * managed (pages were swapped back in from the memory node). */
+#include "test_lethed_util.h"
+
+TestSuite(programs, .init = tl_setup, .fini = tl_teardown, .timeout = 120);
+
+/* The number after "swap-ins " in lethed's final line, or -1. */
+static long swap_ins_reported(const char *err_path)
+{
+    char *err = tl_read_file(err_path);
+    char *line = err ? strstr(err, "lethed: `") : NULL;
+    char *p = line ? strstr(line, "swap-ins ") : NULL;
+    long v = p ? strtol(p + strlen("swap-ins "), NULL, 10) : -1;
+    free(err);
+    return v;
+}
+
+/* Runs cmd plainly and under lethed (cache `cache`, `extra` config), compares stdout. */
+static void same_output(const char *cache, const char *extra, char *const cmd[])
+{
+    cr_assert_eq(tl_run(cmd, NULL, tl_file("plain.out"), NULL, 60), 0,
+                 "%s fails even without Lethe", cmd[0]);
+    const char *conf = tl_config("run.conf", cache, extra);
+    char *argv[32] = {TL_LETHED, "-c", (char *)conf, "--"};
+    int n = 4;
+    for (int i = 0; cmd[i] && n < 31; i++)
+        argv[n++] = cmd[i];
+    argv[n] = NULL;
+    int status = tl_run(argv, NULL, tl_file("lethe.out"), tl_file("lethe.err"), 100);
+    char *err = tl_read_file(tl_file("lethe.err"));
+    cr_assert_eq(status, 0, "%s under lethed exited %d:\n%s", cmd[0], status, err);
+    cr_assert(tl_files_equal(tl_file("plain.out"), tl_file("lethe.out")),
+              "%s: the output under Lethe differs from the plain run\n%s", cmd[0], err);
+    free(err);
+    long swap_ins = swap_ins_reported(tl_file("lethe.err"));
+    cr_assert_gt(swap_ins, 0, "%s: the heap was managed (swap-ins %ld)", cmd[0], swap_ins);
+}
+
+Test(programs, mixed_object_sizes_four_times_the_cache)
+{
+    char *cmd[] = {TL_PROG("app_mixed"), "32", NULL};
+    same_output("8M", "", cmd);
+}
+
+Test(programs, heap_buffers_handed_to_read_and_write)
+{
+    char *cmd[] = {TL_PROG("app_mixed"), "32", "--io", (char *)tl_file("io.tmp"), NULL};
+    same_output("8M", "", cmd);
+}
+
+Test(programs, gnu_sort_of_a_file_larger_than_the_cache)
+{
+    /* sort's heap is about 3x its input: 2.5 MB of lines against a 2 MiB cache. */
+    FILE *f = fopen(tl_file("input.txt"), "w");
+    uint64_t x = 88172645463325252ULL;
+    for (int i = 0; i < 60000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        fprintf(f, "%016llx %.*s\n", (unsigned long long)x, (int)(x % 40),
+                "lethe-lethe-lethe-lethe-lethe-lethe-lethe-lethe");
+    }
+    fclose(f);
+    char *cmd[] = {"/usr/bin/sort", (char *)tl_file("input.txt"), NULL};
+    if (access(cmd[0], X_OK) != 0)
+        cr_skip_test("no /usr/bin/sort");
+    same_output("2M", "", cmd);
+}
+
+Test(programs, python_building_and_checksumming_a_large_dict)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("no /usr/bin/python3");
+    char *cmd[] = {"/usr/bin/python3", "-c",
+                   "import zlib\n"
+                   "d = {}\n"
+                   "for i in range(100000):\n"
+                   "    d['k%07d' % i] = ('v%d-' % (i * 7919 % 100003)) * 8\n"
+                   "c = 0\n"
+                   "for k in sorted(d):\n"
+                   "    c = zlib.crc32(k.encode() + d[k].encode(), c)\n"
+                   "print(len(d), sum(len(v) for v in d.values()), '%08x' % c)\n",
+                   NULL};
+    same_output("8M", "", cmd);
+}
+
+Test(programs, threads_allocating_and_freeing_across_each_other)
+{
+    char *cmd[] = {TL_PROG("app_threads"), "32", "4", NULL};
+    same_output("8M", "", cmd);
+}
+
+Test(programs, fork_exec_system_and_popen)
+{
+    char *cmd[] = {TL_PROG("app_forkexec"), "32", NULL};
+    same_output("8M", "", cmd);
+}
+
+Test(programs, exit_called_from_a_thread_while_others_run)
+{
+    const char *conf = tl_config("run.conf", "8M", "");
+    char *argv[] = {TL_LETHED, "-c", (char *)conf,         "--", TL_PROG("app_threads"),
+                    "32",      "4",  "--exit-from-thread", "7",  NULL};
+    cr_assert_eq(tl_run(argv, NULL, tl_file("out"), tl_file("err"), 60), 7);
+    char *out = tl_read_file(tl_file("out"));
+    cr_assert(strstr(out, " ok\n"), "%s", out);
+    free(out);
+    char *err = tl_read_file(tl_file("err"));
+    cr_assert(strstr(err, "lethe summary"), "the summary is printed at exit:\n%s", err);
+    free(err);
+}
+
+Test(programs, local_transport_needs_no_memory_node)
+{
+    char *cmd[] = {TL_PROG("app_mixed"), "32", NULL};
+    same_output("8M", "[transport]\ntransport = local\n", cmd);
+    char *err = tl_read_file(tl_file("lethe.err"));
+    cr_assert_null(strstr(err, "embedded memory node"), "%s", err);
+    free(err);
+}
+
+Test(programs, tcp_transport_with_the_embedded_node)
+{
+    char *cmd[] = {TL_PROG("app_mixed"), "32", NULL};
+    same_output("8M", "[transport]\ntransport = tcp\n", cmd);
+}
+
+Test(programs, signal_delivery_with_heap_buffers_in_system_calls)
+{
+    char *cmd[] = {TL_PROG("app_mixed"), "32", "--io", (char *)tl_file("io.tmp"), NULL};
+    same_output("8M", "[fault]\nfault_delivery = signal\n", cmd);
+}
