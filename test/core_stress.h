@@ -59,7 +59,7 @@ struct stress_result {
     unsigned long churn_rounds; /* extent alloc/purge/free rounds of the churn thread */
     struct lethe_stats stats;
     char error[256];
-    char paths[256];            /* lethe_paths(): delivery, transport (with its node), ... */
+    char paths[256]; /* lethe_paths(): delivery, transport (with its node), ... */
 };
 
 static inline void stress_page_lock(struct stress_shared *sh, unsigned pg)
@@ -227,9 +227,8 @@ static inline void stress_signal_swapping(struct lethe *l, int ready_fd, double 
 
 /* One case over config c: `threads` application threads for `seconds`. ready_fd: -1, or where
  * to write one byte once the run swaps (stress_signal_swapping). */
-static inline struct stress_result stress_run_config(const struct lethe_config *c,
-                                                     unsigned threads, double seconds,
-                                                     int ready_fd)
+static inline struct stress_result stress_run_config(const struct lethe_config *c, unsigned threads,
+                                                     double seconds, int ready_fd)
 {
     struct stress_result res;
     memset(&res, 0, sizeof(res));

@@ -66,8 +66,7 @@ static void stress(enum lethe_transport_kind kind, enum lethe_delivery d, enum l
 {
     const char *env = getenv("LETHE_STRESS_SECONDS");
     const char *addr = kind == LETHE_TRANSPORT_SHM ? node.sock : node.tcp;
-    struct lethe_config c =
-        stress_remote_config(kind, addr, node.token_file, 32UL << 20, d, rc);
+    struct lethe_config c = stress_remote_config(kind, addr, node.token_file, 32UL << 20, d, rc);
     uint64_t before[LETHE_STAT_NFIELDS], after[LETHE_STAT_NFIELDS];
     node_stats(before);
     struct stress_result r = stress_run_config(&c, threads, env ? atof(env) : 0.4, -1);
@@ -97,11 +96,10 @@ static void stress(enum lethe_transport_kind kind, enum lethe_delivery d, enum l
     cr_assert_eq(after[LETHE_STAT_ERRORS], before[LETHE_STAT_ERRORS], "the node saw no errors");
     cr_log_info("%s, %u threads, %s, %s: %lu ops, %lu faults, %lu swap-outs, %lu swap-ins, "
                 "%lu soft hits, %lu waits, %lu churn rounds",
-                lethe_transport_name(kind), threads, lethe_delivery_name(d),
-                lethe_reclaim_name(rc), r.ops, (unsigned long)r.stats.faults,
-                (unsigned long)r.stats.swap_outs, (unsigned long)r.stats.swap_ins,
-                (unsigned long)r.stats.soft_hits, (unsigned long)r.stats.fault_waits,
-                r.churn_rounds);
+                lethe_transport_name(kind), threads, lethe_delivery_name(d), lethe_reclaim_name(rc),
+                r.ops, (unsigned long)r.stats.faults, (unsigned long)r.stats.swap_outs,
+                (unsigned long)r.stats.swap_ins, (unsigned long)r.stats.soft_hits,
+                (unsigned long)r.stats.fault_waits, r.churn_rounds);
 }
 
 #define STRESS(k, d, r, n)                                                                         \
@@ -138,9 +136,9 @@ STRESS(TCP, SIGNAL, DIRECT, 8)
 /* shm_delay from the config reaches the transport: every swap-in takes at least that long. */
 Test(remote_stress, shm_delay_from_the_config_slows_every_swap_in, .timeout = 60)
 {
-    struct lethe_config c = stress_remote_config(LETHE_TRANSPORT_SHM, node.sock, node.token_file,
-                                                 32UL << 20, LETHE_DELIVERY_THREAD,
-                                                 LETHE_RECLAIM_DIRECT);
+    struct lethe_config c =
+        stress_remote_config(LETHE_TRANSPORT_SHM, node.sock, node.token_file, 32UL << 20,
+                             LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT);
     c.shm_delay_us = 300;
     struct stress_result r = stress_run_config(&c, 1, 0.3, -1);
     cr_assert_eq(r.start_rc, 0);

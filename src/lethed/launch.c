@@ -6,7 +6,8 @@
  *  3. the memory node: with `memnode = embedded` (and a transport other than local) one is
  *     started in this process (memnode.h) on its own thread, listening only where this run
  *     needs it (shm: a Unix socket in the run directory; tcp: 127.0.0.1 on a free port;
- *     verbs: RDMA CM on 0.0.0.0, a free port), with a fresh random token in a 0600 file;
+ *     verbs: tcp control and RDMA CM on the IPv4 address of the first RDMA device's network
+ *     interface, free ports), with a fresh random token in a 0600 file;
  *     otherwise the configured nodes are used as they are;
  *  4. the effective configuration, written to the run directory (LETHE_CONFIG), with the
  *     embedded node's address and token file filled in;
@@ -26,8 +27,12 @@
  * or found, like a shell), after logging why.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -105,6 +110,48 @@ static void remove_run_dir(struct lethed_session *s)
         lethe_warn("cannot remove %s: %s", s->run_dir, strerror(errno));
 }
 
+/* The IPv4 address of the network interface behind the first RDMA device that has one
+ * (sysfs: /sys/class/infiniband/DEV/ports/1/gid_attrs/ndevs/0 names the netdev of a RoCE
+ * port). A verbs client reaches the node's tcp control listener and its RDMA CM listener
+ * there; loopback is not an RDMA path. Returns 0 or -ENODEV. */
+static int rdma_interface_address(char *ip, size_t len)
+{
+    DIR *d = opendir("/sys/class/infiniband");
+    if (!d)
+        return -ENODEV;
+    struct dirent *e;
+    int rc = -ENODEV;
+    while (rc < 0 && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[PATH_MAX], netdev[IF_NAMESIZE + 2] = "";
+        snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/1/gid_attrs/ndevs/0",
+                 e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (!fgets(netdev, sizeof(netdev), f))
+            netdev[0] = '\0';
+        fclose(f);
+        netdev[strcspn(netdev, "\n")] = '\0';
+        struct ifaddrs *ifs = NULL;
+        if (!netdev[0] || getifaddrs(&ifs) != 0)
+            continue;
+        for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+            if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET &&
+                strcmp(i->ifa_name, netdev) == 0) {
+                inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, ip,
+                          (socklen_t)len);
+                rc = 0;
+                break;
+            }
+        }
+        freeifaddrs(ifs);
+    }
+    closedir(d);
+    return rc;
+}
+
 static int start_embedded_memnode(struct run *r)
 {
     struct lethed_session *s = &r->s;
@@ -139,9 +186,20 @@ static int start_embedded_memnode(struct run *r)
     case LETHE_TRANSPORT_TCP:
         snprintf(mc.tcp_listen, sizeof(mc.tcp_listen), "127.0.0.1:0");
         break;
-    case LETHE_TRANSPORT_VERBS:
-        snprintf(mc.rdma_listen, sizeof(mc.rdma_listen), "0.0.0.0:0");
+    case LETHE_TRANSPORT_VERBS: {
+        /* The verbs client authenticates and allocates over the node's tcp listener, then
+         * connects RDMA CM to the same host: both must be on the RDMA device's interface. */
+        char ip[INET_ADDRSTRLEN];
+        if (rdma_interface_address(ip, sizeof(ip)) < 0) {
+            lethe_error("transport = verbs with memnode = embedded needs an RDMA device with an "
+                        "IPv4 address on its network interface; none found "
+                        "(see docs/RDMA.md, or use transport = shm or tcp)");
+            return -ENODEV;
+        }
+        snprintf(mc.tcp_listen, sizeof(mc.tcp_listen), "%s:0", ip);
+        snprintf(mc.rdma_listen, sizeof(mc.rdma_listen), "%s:0", ip);
         break;
+    }
     case LETHE_TRANSPORT_LOCAL:
         return 0;
     }
@@ -152,9 +210,7 @@ static int start_embedded_memnode(struct run *r)
         return rc;
     }
     const char *addr = cfg->transport == LETHE_TRANSPORT_SHM ? lethe_memnode_unix_path(s->memnode)
-                       : cfg->transport == LETHE_TRANSPORT_TCP
-                           ? lethe_memnode_tcp_address(s->memnode)
-                           : lethe_memnode_rdma_address(s->memnode);
+                                                       : lethe_memnode_tcp_address(s->memnode);
     snprintf(s->memnode_address, sizeof(s->memnode_address), "%s", addr);
     lethe_info("embedded memory node on %s (%s transport)", s->memnode_address,
                lethe_transport_name(cfg->transport));

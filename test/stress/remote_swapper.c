@@ -84,9 +84,8 @@ int main(void)
                            ok ? "ok" : "FAIL", lethe_transport_name(kinds[k]), addr, threads[t],
                            lethe_delivery_name(deliveries[d]), lethe_reclaim_name(reclaims[r]),
                            res.start_rc, res.ops, (unsigned long)res.stats.swap_outs,
-                           (unsigned long)res.stats.swap_ins,
-                           (unsigned long)res.stats.fault_waits, res.churn_rounds,
-                           res.mismatches, res.error[0] ? ": " : "", res.error);
+                           (unsigned long)res.stats.swap_ins, (unsigned long)res.stats.fault_waits,
+                           res.churn_rounds, res.mismatches, res.error[0] ? ": " : "", res.error);
                     fflush(stdout);
                     if (res.start_rc != 0) {
                         fflush(stdout);
