@@ -110,7 +110,9 @@ watch_oom() {
     if [ "$raised" -gt 0 ]; then
       raised=$((raised - 1))
       # restore; if the kernel cannot reclaim down to it yet, try again next round
-      [ "$raised" -eq 0 ] && { echo "$limit" > "$cg/memory.limit_in_bytes" 2>/dev/null || raised=1; }
+      if [ "$raised" -eq 0 ]; then
+        echo "$limit" > "$cg/memory.limit_in_bytes" 2>/dev/null || raised=1
+      fi
     elif [ "$under" = 1 ]; then
       echo $((limit + bump)) > "$cg/memory.limit_in_bytes" 2>/dev/null && {
         oom_nudges=$((oom_nudges + 1))

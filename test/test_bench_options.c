@@ -74,8 +74,8 @@ Test(bench_options, short_flags_set_every_field)
 {
     struct bench_options o;
     char *msg = NULL;
-    cr_assert_eq(parse(&o, &msg, "-t", "4", "-k", "1000", "-o", "2k", "-d", "uniform", "-w",
-                       "b", "-m", "100", "-a", "10.0.0.2", "-p", "7500", NULL),
+    cr_assert_eq(parse(&o, &msg, "-t", "4", "-k", "1000", "-o", "2k", "-d", "uniform", "-w", "b",
+                       "-m", "100", "-a", "10.0.0.2", "-p", "7500", NULL),
                  0, "%s", msg);
     cr_assert_eq(o.threads, 4);
     cr_assert_eq(o.keys, 1000);
@@ -93,9 +93,9 @@ Test(bench_options, long_forms_match_the_short_ones)
 {
     struct bench_options o;
     char *msg = NULL;
-    cr_assert_eq(parse(&o, &msg, "--threads", "3", "--keys=5m", "--ops", "1g", "--dist",
-                       "zipfian", "--workload", "D", "--cache-gb", "1.5", "--addr", "/tmp/x.sock",
-                       "--port", "1", NULL),
+    cr_assert_eq(parse(&o, &msg, "--threads", "3", "--keys=5m", "--ops", "1g", "--dist", "zipfian",
+                       "--workload", "D", "--cache-gb", "1.5", "--addr", "/tmp/x.sock", "--port",
+                       "1", NULL),
                  0, "%s", msg);
     cr_assert_eq(o.threads, 3);
     cr_assert_eq(o.keys, 5000000ULL);
@@ -114,9 +114,8 @@ Test(bench_options, lethe_flags_are_recorded_as_given)
     char *msg = NULL;
     cr_assert_eq(parse(&o, &msg, "--mode", "direct", "--transport", "tcp", "--memnode",
                        "127.0.0.1:7401", "--reclaim", "direct", "--delivery", "signal", "-C",
-                       "conf/lethe.conf", "--json", "--seed", "0x10", "--no-progress",
-                       "--sample", "64", "--theta", "0.5", "--no-final-check", "--shm-delay",
-                       "3", NULL),
+                       "conf/lethe.conf", "--json", "--seed", "0x10", "--no-progress", "--sample",
+                       "64", "--theta", "0.5", "--no-final-check", "--shm-delay", "3", NULL),
                  0, "%s", msg);
     cr_assert(o.mode_given && o.mode == BENCH_MODE_DIRECT);
     cr_assert(o.transport_given && o.transport == LETHE_TRANSPORT_TCP);

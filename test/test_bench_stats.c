@@ -8,15 +8,28 @@
 
 Test(bench_stats, every_value_lands_in_a_bucket_that_contains_it)
 {
-    uint64_t samples[] = {0, 1, 31, 32, 33, 63, 64, 65, 1000, 4095, 4096, 123456789,
-                          1ULL << 40, (1ULL << 40) + 12345, UINT64_MAX - 1, UINT64_MAX};
+    uint64_t samples[] = {0,
+                          1,
+                          31,
+                          32,
+                          33,
+                          63,
+                          64,
+                          65,
+                          1000,
+                          4095,
+                          4096,
+                          123456789,
+                          1ULL << 40,
+                          (1ULL << 40) + 12345,
+                          UINT64_MAX - 1,
+                          UINT64_MAX};
     for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
         uint64_t v = samples[i];
         unsigned idx = bench_hist_index(v);
         cr_assert_lt(idx, BENCH_HIST_BUCKETS);
         cr_assert(bench_hist_bucket_low(idx) <= v && v <= bench_hist_bucket_high(idx),
-                  "%lu in [%lu, %lu]", v, bench_hist_bucket_low(idx),
-                  bench_hist_bucket_high(idx));
+                  "%lu in [%lu, %lu]", v, bench_hist_bucket_low(idx), bench_hist_bucket_high(idx));
         /* relative width: at most 1/32 of the bucket's low end */
         uint64_t width = bench_hist_bucket_high(idx) - bench_hist_bucket_low(idx);
         cr_assert(width <= bench_hist_bucket_low(idx) / BENCH_HIST_SUB, "bucket of %lu", v);
@@ -26,8 +39,7 @@ Test(bench_stats, every_value_lands_in_a_bucket_that_contains_it)
 Test(bench_stats, buckets_tile_the_line_without_gaps)
 {
     for (unsigned i = 1; i < BENCH_HIST_BUCKETS; i++)
-        cr_assert_eq(bench_hist_bucket_low(i), bench_hist_bucket_high(i - 1) + 1, "bucket %u",
-                     i);
+        cr_assert_eq(bench_hist_bucket_low(i), bench_hist_bucket_high(i - 1) + 1, "bucket %u", i);
     cr_assert_eq(bench_hist_bucket_high(BENCH_HIST_BUCKETS - 1), UINT64_MAX);
 }
 

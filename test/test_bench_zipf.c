@@ -127,8 +127,8 @@ Test(bench_zipf, uniform_keys_fill_every_decile_evenly)
         decile[k / 100]++;
     }
     for (unsigned d = 0; d < 10; d++)
-        cr_assert(abs((int)decile[d] - (int)(DRAWS / 10)) < (int)(DRAWS / 100),
-                  "decile %u: %u", d, decile[d]);
+        cr_assert(abs((int)decile[d] - (int)(DRAWS / 10)) < (int)(DRAWS / 100), "decile %u: %u", d,
+                  decile[d]);
 }
 
 Test(bench_zipf, latest_makes_the_newest_keys_hot)
@@ -139,9 +139,8 @@ Test(bench_zipf, latest_makes_the_newest_keys_hot)
         bench_inserts_ack(&ins, bench_inserts_claim(&ins));
     cr_assert_eq(bench_inserts_limit(&ins), 1500);
     struct bench_keygen g;
-    cr_assert_eq(bench_keygen_init(&g, bench_workload_get('D'), BENCH_DIST_ZIPFIAN, 0.99, 1000,
-                                   &ins),
-                 0);
+    cr_assert_eq(
+        bench_keygen_init(&g, bench_workload_get('D'), BENCH_DIST_ZIPFIAN, 0.99, 1000, &ins), 0);
     struct bench_rng r;
     bench_rng_seed(&r, 11);
     unsigned newest = 0, recent = 0;
@@ -173,8 +172,8 @@ Test(bench_zipf, operation_mixes_are_ycsbs)
             n[bench_next_op(w, &r)]++;
         unsigned expect[] = {want[i].read, want[i].update, want[i].insert};
         for (unsigned k = 0; k < BENCH_OP_KINDS; k++)
-            cr_assert(fabs(n[k] / 2000.0 - expect[k]) < 0.5, "workload %c %s: %.2f%%",
-                      want[i].name, bench_op_name(k), n[k] / 2000.0);
+            cr_assert(fabs(n[k] / 2000.0 - expect[k]) < 0.5, "workload %c %s: %.2f%%", want[i].name,
+                      bench_op_name(k), n[k] / 2000.0);
     }
     cr_assert_null(bench_workload_get('E'));
 }

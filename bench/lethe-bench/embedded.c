@@ -73,7 +73,7 @@ int bench_embedded_start(struct lethe_config *cfg, struct bench_embedded **out)
     snprintf(mc.rdma_listen, sizeof(mc.rdma_listen), "off");
     snprintf(mc.unix_socket, sizeof(mc.unix_socket), "off");
     if (cfg->transport == LETHE_TRANSPORT_SHM) {
-            snprintf(mc.unix_socket, sizeof(mc.unix_socket), "%s/memnode.sock", e->dir);
+        snprintf(mc.unix_socket, sizeof(mc.unix_socket), "%s/memnode.sock", e->dir);
     } else {
         snprintf(mc.tcp_listen, sizeof(mc.tcp_listen), "127.0.0.1:0");
     }
@@ -82,7 +82,7 @@ int bench_embedded_start(struct lethe_config *cfg, struct bench_embedded **out)
         goto fail;
 
     const char *addr = cfg->transport == LETHE_TRANSPORT_SHM ? lethe_memnode_unix_path(e->node)
-                                                              : lethe_memnode_tcp_address(e->node);
+                                                             : lethe_memnode_tcp_address(e->node);
     cfg->memnode_embedded = false;
     cfg->n_memnodes = 1;
     snprintf(cfg->memnodes[0], sizeof(cfg->memnodes[0]), "%s", addr);

@@ -169,8 +169,8 @@ void bench_map_scan(struct bench_map *m, struct bench_map_scan *out)
     out->bad = 0;
     out->first_bad_key = 0;
     for (uint64_t b = 0; b < m->nbuckets; b++) {
-        for (struct bench_node *n = atomic_load_explicit(&m->buckets[b], memory_order_acquire);
-             n; n = n->next) {
+        for (struct bench_node *n = atomic_load_explicit(&m->buckets[b], memory_order_acquire); n;
+             n = n->next) {
             uint64_t v = atomic_load_explicit(&n->value, memory_order_acquire);
             out->nodes++;
             if (check_node(n) < 0 || check_value(n->key, v) < 0 ||

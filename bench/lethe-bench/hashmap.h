@@ -79,9 +79,9 @@ int bench_map_read(struct bench_map *m, uint64_t key, uint32_t *version, uint64_
 int bench_map_update(struct bench_map *m, uint64_t key, uint32_t *new_version, uint64_t *value);
 
 struct bench_map_scan {
-    uint64_t nodes;         /* nodes found */
-    uint64_t version_sum;   /* sum of all versions: must equal the updates done */
-    uint64_t bad;           /* nodes that failed verification */
+    uint64_t nodes;       /* nodes found */
+    uint64_t version_sum; /* sum of all versions: must equal the updates done */
+    uint64_t bad;         /* nodes that failed verification */
     uint64_t first_bad_key;
 };
 

@@ -119,8 +119,9 @@ static int build_config(const struct bench_options *o, uint64_t working_set,
         cfg->remote_size = need;
     snprintf(cfg->summary, sizeof(cfg->summary), "off");
     snprintf(cfg->control_listen, sizeof(cfg->control_listen), "off");
-    return lethe_config_validate(cfg, o->config_file[0] ? o->config_file : "lethe-bench",
-                                 stderr) ? -EINVAL : 0;
+    return lethe_config_validate(cfg, o->config_file[0] ? o->config_file : "lethe-bench", stderr)
+               ? -EINVAL
+               : 0;
 }
 
 static int open_direct(struct bench_heap *h, const struct bench_options *o, uint64_t working_set)
@@ -164,8 +165,8 @@ static int open_direct(struct bench_heap *h, const struct bench_options *o, uint
         snprintf(node, sizeof(node), " %s%s", cfg.n_memnodes ? cfg.memnodes[0] : "?",
                  h->memnode ? " (embedded memory node)" : "");
     snprintf(h->describe, sizeof(h->describe),
-             "direct: transport %s%s, cache %s, reclaim %s, delivery %s", h->transport, node,
-             cache, h->reclaim, h->delivery);
+             "direct: transport %s%s, cache %s, reclaim %s, delivery %s", h->transport, node, cache,
+             h->reclaim, h->delivery);
     return 0;
 }
 

@@ -135,7 +135,8 @@ int bench_parse_count(const char *s, uint64_t *out)
     return 0;
 }
 
-static int bad(FILE *err, const char *opt, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int bad(FILE *err, const char *opt, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int bad(FILE *err, const char *opt, const char *fmt, ...)
 {
     va_list ap;

@@ -42,8 +42,8 @@ struct bench_options {
     uint64_t keys;
     uint64_t ops;
     enum bench_dist dist;
-    double theta;          /* Zipfian constant, 0.99 */
-    char workload;         /* 'A' .. 'D' */
+    double theta;  /* Zipfian constant, 0.99 */
+    char workload; /* 'A' .. 'D' */
     enum bench_mode mode;
     bool mode_given;
 
@@ -57,10 +57,10 @@ struct bench_options {
     bool reclaim_given;
     enum lethe_delivery delivery;
     bool delivery_given;
-    char addr[LETHE_ADDR_MAX];     /* -a: host for tcp, socket path for shm */
-    unsigned port;                 /* -p */
+    char addr[LETHE_ADDR_MAX]; /* -a: host for tcp, socket path for shm */
+    unsigned port;             /* -p */
     bool port_given;
-    char memnode[LETHE_ADDR_MAX];  /* --memnode: host:port or socket path, wins over -a/-p */
+    char memnode[LETHE_ADDR_MAX]; /* --memnode: host:port or socket path, wins over -a/-p */
     char token_file[LETHE_PATH_MAX];
     char config_file[LETHE_PATH_MAX];
     uint64_t shm_delay_us;
@@ -68,11 +68,11 @@ struct bench_options {
 
     /* output and run control */
     bool json;
-    bool progress;          /* false with --no-progress */
+    bool progress; /* false with --no-progress */
     uint64_t seed;
-    unsigned sample_every;  /* time 1 operation in N (power of two), 16 */
-    bool final_check;       /* scan the whole map at the end (false with --no-final-check) */
-    bool print_size;        /* print the working set for these flags and exit */
+    unsigned sample_every; /* time 1 operation in N (power of two), 16 */
+    bool final_check;      /* scan the whole map at the end (false with --no-final-check) */
+    bool print_size;       /* print the working set for these flags and exit */
 };
 
 void bench_options_defaults(struct bench_options *o);

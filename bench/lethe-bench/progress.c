@@ -9,8 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REDRAW_NS  250000000L
-#define BAR_WIDTH  30
+#define REDRAW_NS 250000000L
+#define BAR_WIDTH 30
 
 static uint64_t now_ns(void)
 {
@@ -68,8 +68,8 @@ static void *progress_main(void *arg)
     return NULL;
 }
 
-void bench_progress_start(struct bench_progress *p, bool enabled, const char *phase,
-                          uint64_t total, struct bench_counter *counters, unsigned n)
+void bench_progress_start(struct bench_progress *p, bool enabled, const char *phase, uint64_t total,
+                          struct bench_counter *counters, unsigned n)
 {
     p->enabled = enabled && isatty(STDERR_FILENO);
     p->running = false;

@@ -33,8 +33,8 @@ struct bench_progress {
 };
 
 /* enabled: the user's wish (false with --no-progress); stderr must also be a terminal. */
-void bench_progress_start(struct bench_progress *p, bool enabled, const char *phase,
-                          uint64_t total, struct bench_counter *counters, unsigned n);
+void bench_progress_start(struct bench_progress *p, bool enabled, const char *phase, uint64_t total,
+                          struct bench_counter *counters, unsigned n);
 /* Stops the thread and clears the line. */
 void bench_progress_stop(struct bench_progress *p);
 

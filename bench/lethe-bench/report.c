@@ -284,8 +284,7 @@ static void text_latency(FILE *out, const char *name, const struct bench_hist *h
 {
     if (!h->count)
         return;
-    fprintf(out,
-            "  %-7s p50 %8.2f  p99 %8.2f  p99.9 %8.2f  max %9.2f us  (%" PRIu64 " samples)\n",
+    fprintf(out, "  %-7s p50 %8.2f  p99 %8.2f  p99.9 %8.2f  max %9.2f us  (%" PRIu64 " samples)\n",
             name, bench_hist_percentile(h, 50.0) / 1e3, bench_hist_percentile(h, 99.0) / 1e3,
             bench_hist_percentile(h, 99.9) / 1e3, (double)h->max / 1e3, h->count);
 }
@@ -301,16 +300,18 @@ void bench_report_text(FILE *out, const struct bench_options *o, struct bench_ct
     human_bytes(p->max_rss_bytes, rss, sizeof(rss));
     human_bytes(p->swap_bytes, swp, sizeof(swp));
 
-    fprintf(out, "lethe-bench %s: workload %c (%s), %s, %u thread%s, %" PRIu64 " keys, %" PRIu64
-                 " ops, seed %" PRIu64 "\n",
+    fprintf(out,
+            "lethe-bench %s: workload %c (%s), %s, %u thread%s, %" PRIu64 " keys, %" PRIu64
+            " ops, seed %" PRIu64 "\n",
             LETHE_VERSION, o->workload, c->w->describe,
             o->dist == BENCH_DIST_ZIPFIAN
                 ? (o->workload == 'D' ? "latest (zipfian)" : "scrambled zipfian")
                 : "uniform",
             o->threads, o->threads == 1 ? "" : "s", o->keys, o->ops, o->seed);
     fprintf(out, "heap:      %s\n", bench_heap_describe(h));
-    fprintf(out, "working set: %s on the heap (map %s: %.1f B per entry = 48 B node + %.1f B "
-                 "of bucket array)\n",
+    fprintf(out,
+            "working set: %s on the heap (map %s: %.1f B per entry = 48 B node + %.1f B "
+            "of bucket array)\n",
             ws, mb, entries ? (double)map_bytes(c) / (double)entries : 0.0,
             entries ? (double)(c->map.nbuckets * 8) / (double)entries : 0.0);
     fprintf(out, "load:      %" PRIu64 " keys in %.3f s: %.0f ops/s\n", r->loaded, r->load_s,
@@ -326,8 +327,9 @@ void bench_report_text(FILE *out, const struct bench_options *o, struct bench_ct
         text_latency(out, bench_op_name((enum bench_op)k), &r->hist[k]);
     if (bench_result_ok(r)) {
         if (r->checked)
-            fprintf(out, "verify:    ok (every value checked; final scan: %" PRIu64
-                         " nodes intact, versions add up to %" PRIu64 " updates, %.2f s)\n",
+            fprintf(out,
+                    "verify:    ok (every value checked; final scan: %" PRIu64
+                    " nodes intact, versions add up to %" PRIu64 " updates, %.2f s)\n",
                     r->scan.nodes, r->scan.version_sum, r->check_s);
         else
             fprintf(out, "verify:    ok (every value checked; final scan skipped)\n");
@@ -339,8 +341,7 @@ void bench_report_text(FILE *out, const struct bench_options *o, struct bench_ct
         if (r->checked)
             fprintf(out,
                     "; final scan: %" PRIu64 " nodes (expected %" PRIu64 "), %" PRIu64
-                    " bad (first key %" PRIu64 "), version sum %" PRIu64 " (expected %" PRIu64
-                    ")",
+                    " bad (first key %" PRIu64 "), version sum %" PRIu64 " (expected %" PRIu64 ")",
                     r->scan.nodes, r->expected_nodes, r->scan.bad, r->scan.first_bad_key,
                     r->scan.version_sum, r->updates_applied);
         fputc('\n', out);

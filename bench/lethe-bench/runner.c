@@ -23,8 +23,8 @@
 struct worker {
     struct bench_ctx *c;
     unsigned id;
-    uint64_t begin;   /* load: first key; run: unused */
-    uint64_t end;     /* load: one past the last key; run: operations to do */
+    uint64_t begin; /* load: first key; run: unused */
+    uint64_t end;   /* load: one past the last key; run: operations to do */
     struct bench_rng rng;
     struct bench_arena arena;
     struct bench_counter *counter;
@@ -111,8 +111,7 @@ void bench_ctx_destroy(struct bench_ctx *c)
     bench_map_destroy(&c->map);
 }
 
-static void report_error(struct worker *wk, const char *what, uint64_t key, int rc,
-                         uint64_t value)
+static void report_error(struct worker *wk, const char *what, uint64_t key, int rc, uint64_t value)
 {
     if (atomic_fetch_add_explicit(wk->reported, 1, memory_order_relaxed) >= REPORT_ERRORS)
         return;
@@ -156,8 +155,7 @@ static void *load_main(void *arg)
             report_error(wk, "insert", k, rc, 0);
         }
         if (++wk->done % PROGRESS_EVERY == 0) {
-            atomic_fetch_add_explicit(&wk->counter->done, PROGRESS_EVERY,
-                                      memory_order_relaxed);
+            atomic_fetch_add_explicit(&wk->counter->done, PROGRESS_EVERY, memory_order_relaxed);
             if (atomic_load_explicit(wk->stop, memory_order_relaxed))
                 break;
         }
@@ -175,8 +173,7 @@ static int do_op(struct worker *wk, enum bench_op op)
         uint64_t key = bench_inserts_claim(&c->inserts);
         rc = bench_map_insert(&c->map, &wk->arena, key);
         if (rc == -ENOMEM) {
-            fprintf(stderr, "lethe-bench: run: the heap is exhausted at key %" PRIu64 "\n",
-                    key);
+            fprintf(stderr, "lethe-bench: run: the heap is exhausted at key %" PRIu64 "\n", key);
             return rc;
         }
         bench_inserts_ack(&c->inserts, key);
@@ -223,8 +220,7 @@ static void *run_main(void *arg)
         }
         wk->counts[op]++;
         if (++wk->done % PROGRESS_EVERY == 0) {
-            atomic_fetch_add_explicit(&wk->counter->done, PROGRESS_EVERY,
-                                      memory_order_relaxed);
+            atomic_fetch_add_explicit(&wk->counter->done, PROGRESS_EVERY, memory_order_relaxed);
             if (atomic_load_explicit(wk->stop, memory_order_relaxed))
                 break;
         }

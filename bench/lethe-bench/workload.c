@@ -3,8 +3,9 @@
  * The acknowledged counter: an insert claims key `next++`, links it, then sets its flag in
  * a ring of BENCH_ACK_WINDOW flags. Whoever wins `advancing` moves `limit` over the run of
  * set flags and clears them; an acknowledgement that loses that race is picked up by the
- * winner before it returns (see advance()), so the limit is exact once inserts stop. The ring cannot wrap onto a flag still in use
- * because a claim waits until its key is within the window of the limit.
+ * winner before it returns (see advance()), so the limit is exact once inserts stop. The ring
+ * cannot wrap onto a flag still in use because a claim waits until its key is within the
+ * window of the limit.
  */
 #include "workload.h"
 
@@ -117,9 +118,8 @@ uint64_t bench_inserts_claimed(struct bench_inserts *c, uint64_t first_key)
     return atomic_load_explicit(&c->next, memory_order_relaxed) - first_key;
 }
 
-int bench_keygen_init(struct bench_keygen *g, const struct bench_workload *w,
-                      enum bench_dist dist, double theta, uint64_t keys,
-                      struct bench_inserts *inserts)
+int bench_keygen_init(struct bench_keygen *g, const struct bench_workload *w, enum bench_dist dist,
+                      double theta, uint64_t keys, struct bench_inserts *inserts)
 {
     g->w = w;
     g->dist = dist;

@@ -49,10 +49,10 @@ uint64_t bench_workload_max_inserts(const struct bench_workload *w, uint64_t ops
 
 /* YCSB's acknowledged counter. Keys below `limit` are all in the map. */
 struct bench_inserts {
-    _Atomic uint64_t next;    /* next key to claim */
-    _Atomic uint64_t limit;   /* every key < limit is acknowledged */
+    _Atomic uint64_t next;  /* next key to claim */
+    _Atomic uint64_t limit; /* every key < limit is acknowledged */
     _Atomic uint32_t advancing;
-    _Atomic uint8_t *window;  /* BENCH_ACK_WINDOW flags: key acknowledged, not yet counted */
+    _Atomic uint8_t *window; /* BENCH_ACK_WINDOW flags: key acknowledged, not yet counted */
 };
 
 int bench_inserts_init(struct bench_inserts *c, uint64_t first_key);
@@ -69,15 +69,14 @@ uint64_t bench_inserts_claimed(struct bench_inserts *c, uint64_t first_key);
 struct bench_keygen {
     const struct bench_workload *w;
     enum bench_dist dist;
-    uint64_t keys;              /* keys loaded */
-    struct bench_zipf zipf;     /* over `keys` items */
+    uint64_t keys;                 /* keys loaded */
+    struct bench_zipf zipf;        /* over `keys` items */
     struct bench_inserts *inserts; /* workload D */
 };
 
 /* Returns 0 or -EINVAL (bad theta). */
-int bench_keygen_init(struct bench_keygen *g, const struct bench_workload *w,
-                      enum bench_dist dist, double theta, uint64_t keys,
-                      struct bench_inserts *inserts);
+int bench_keygen_init(struct bench_keygen *g, const struct bench_workload *w, enum bench_dist dist,
+                      double theta, uint64_t keys, struct bench_inserts *inserts);
 
 static inline enum bench_op bench_next_op(const struct bench_workload *w, struct bench_rng *r)
 {

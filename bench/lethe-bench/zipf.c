@@ -30,8 +30,8 @@ static double zeta_tail(double a, double b, double theta)
     double ends = (pow(a, -theta) + pow(b, -theta)) / 2.0;
     /* f'(x) = -theta x^(-theta-1); f'''(x) = -theta(theta+1)(theta+2) x^(-theta-3) */
     double d1 = -theta * (pow(b, -theta - 1.0) - pow(a, -theta - 1.0));
-    double d3 = -theta * (theta + 1.0) * (theta + 2.0) *
-                (pow(b, -theta - 3.0) - pow(a, -theta - 3.0));
+    double d3 =
+        -theta * (theta + 1.0) * (theta + 2.0) * (pow(b, -theta - 3.0) - pow(a, -theta - 3.0));
     return integral + ends + d1 / 12.0 - d3 / 720.0;
 }
 

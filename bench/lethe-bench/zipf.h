@@ -27,10 +27,10 @@
 struct bench_zipf {
     uint64_t n;
     double theta;
-    double alpha;         /* 1 / (1 - theta) */
-    double zetan;         /* zeta(n, theta) */
+    double alpha; /* 1 / (1 - theta) */
+    double zetan; /* zeta(n, theta) */
     double eta;
-    double second_bound;  /* 1 + 0.5^theta: the u*zetan below which rank 1 is drawn */
+    double second_bound; /* 1 + 0.5^theta: the u*zetan below which rank 1 is drawn */
 };
 
 /* zeta(n, theta) = sum_{i=1..n} i^-theta: exact below 2^20 terms, Euler-Maclaurin for the
