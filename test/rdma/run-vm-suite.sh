@@ -58,6 +58,14 @@ echo "rdma_vm: booting $tool (Linux 6.1 guest, soft-RoCE) for the whole suite; l
 start=$(date +%s.%N)
 # The guest shares the current directory read-write and sees the rest of this machine's
 # filesystem read-only, so running from the build directory lets it write logs there.
+# Where the source tree is outside the current directory (a build directory elsewhere) or in
+# a path the guest replaces with a fresh tmpfs (/tmp, /var/tmp, /run, /dev/shm), share it
+# read-write explicitly so the guest sees the suite and the programs.
+case "$build/" in
+"$src"/*) ;;
+*) export RDMA_VM_SHARE="${RDMA_VM_SHARE:+$RDMA_VM_SHARE:}$build" ;;
+esac
+export RDMA_VM_SHARE="${RDMA_VM_SHARE:+$RDMA_VM_SHARE:}$src"
 cd -- "$build" || exit 1
 RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-330} "$tool" /bin/bash "$src/test/rdma/guest-suite.sh" \
     "$src" "$build" "$logs"
