@@ -135,6 +135,7 @@ Test(config, defaults_are_the_documented_values)
     cr_assert_eq(c.vcpus, 0);
     cr_assert(c.pin_vcpus);
     cr_assert_eq(c.mmap_threshold, 1ULL << 20);
+    cr_assert_eq(c.fault_around, 16);
     cr_assert_eq(c.period_min_us, 10000);
     cr_assert_eq(c.period_max_us, 2000000);
     cr_assert_eq(c.period_initial_us, 100000);
@@ -170,6 +171,7 @@ static const char every_key[] = "# every key, none at its default\n"
                                 "vcpus = 4\n"
                                 "pin_vcpus = no\n"
                                 "mmap_threshold = 0\n"
+                                "fault_around = 4\n"
                                 "[rebalancer]\n"
                                 "period_min = 500us\n"
                                 "period_max = 3s\n"
@@ -206,6 +208,7 @@ static void assert_every_key(const struct lethe_config *c)
     cr_assert_eq(c->vcpus, 4);
     cr_assert_not(c->pin_vcpus);
     cr_assert_eq(c->mmap_threshold, 0);
+    cr_assert_eq(c->fault_around, 4);
     cr_assert_eq(c->period_min_us, 500);
     cr_assert_eq(c->period_max_us, 3000000);
     cr_assert_eq(c->period_initial_us, 250000);

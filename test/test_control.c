@@ -107,7 +107,8 @@ Test(control, stats_is_valid_json_with_every_counter_and_shard)
                                            "region_pages",
                                            "metadata_bytes",
                                            "swap_in_ns_total",
-                                           "late_writes"};
+                                           "late_writes",
+                                           "prefilled"};
     struct held h;
     hold(&h);
     wait_healthy(&h);

@@ -1,4 +1,4 @@
-/* test_fault_ops.c — the guest runtime's page operations: install, install_zero,
+/* test_fault_ops.c — the guest runtime's page operations: install, install_zero(_run),
  * soft_unmap / map_back, drop_slot, scan_dirty, wake, their error answers, and the copy
  * fallbacks (force_fallback_move / force_fallback_dirty) with the same content checks.
  */
@@ -165,6 +165,48 @@ Test(fault_ops, install_range_installs_every_page_and_skips_present_ones)
     }
     free(src);
     stub_stop(c);
+}
+
+static void check_zero_run(bool fb_dirty)
+{
+    struct stub_core *c = start_thread_core(false, fb_dirty);
+    void *buf = page_buf(310);
+    cr_assert_eq(lethe_page_install(c->r, 310, buf), 0);
+    /* 300..309 go in, the run stops at the present page 310 */
+    cr_assert_eq(lethe_page_install_zero_run(c->r, 300, 16), 10);
+    cr_assert(stub_check(310, stub_page(c, 310)), "the present page is left alone");
+    cr_assert_eq(lethe_page_install_zero_run(c->r, 400, LETHE_ZERO_RUN), LETHE_ZERO_RUN);
+    cr_assert_eq(lethe_page_install_zero_run(c->r, 500, 0), -EINVAL);
+    cr_assert_eq(lethe_page_install_zero_run(c->r, 500, LETHE_ZERO_RUN + 1), -EINVAL);
+    cr_assert_eq(lethe_page_install_zero_run(c->r, lethe_region_pages(c->r) - 1, 2), -EINVAL);
+    if (lethe_region_has_dirty_tracking(c->r)) {
+        uint64_t bm[1];
+        cr_assert_eq(lethe_page_scan_dirty(c->r, 300, 10, bm), 0, "the run starts write-clean");
+    }
+    for (uint64_t vpn = 300; vpn < 310; vpn++)
+        cr_assert(stub_page(c, vpn)[vpn % LETHE_PAGE_SIZE] == 0, "page %llu",
+                  (unsigned long long)vpn);
+    for (uint64_t vpn = 400; vpn < 400 + LETHE_ZERO_RUN; vpn++) {
+        cr_assert_eq(stub_page(c, vpn)[LETHE_PAGE_SIZE - 1], 0);
+        stub_page(c, vpn)[7] = 1;
+    }
+    cr_assert_eq(atomic_load(&c->faults), 0, "no page of the runs faulted");
+    if (lethe_region_has_dirty_tracking(c->r)) {
+        uint64_t bm[1];
+        cr_assert_eq(lethe_page_scan_dirty(c->r, 400, 64, bm), 64, "every write is seen");
+    }
+    free(buf);
+    stub_stop(c);
+}
+
+Test(fault_ops, install_zero_run_installs_a_run_and_stops_at_a_present_page)
+{
+    check_zero_run(false);
+}
+
+Test(fault_ops, install_zero_run_without_dirty_tracking)
+{
+    check_zero_run(true);
 }
 
 static void check_soft_unmap_roundtrip(bool fb_move, bool fb_dirty)

@@ -1,7 +1,8 @@
 /* test_reserve.c — the rebalancer keeps a reserve of free frames, and its AIMD period adapts
  * to the pressure the vCPUs report. Timing-dependent by nature: the assertions are on
  * counters, with generous margins, and the loads are throttled so that a busy machine still
- * passes. Cache 2 MiB (512 frames), reserve 20% (102 frames).
+ * passes. Cache 2 MiB (512 frames), reserve 20% (102 frames). The rebalancer works only
+ * once a fault has found the cache full: a program that fits is left alone.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -60,6 +61,48 @@ Test(reserve, free_frames_recover_to_the_reserve_between_bursts, .timeout = 60)
     struct lethe_stats s = stats(l);
     cr_assert_gt(s.proactive_evictions, 0, "the rebalancer evicted ahead of demand");
     cr_assert_gt(s.rebalancer_cycles, 0);
+    lethe_stop(l);
+}
+
+Test(reserve, a_program_that_fits_is_neither_aged_nor_evicted, .timeout = 60)
+{
+    struct lethe_config c =
+        core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 2 * MiB, 32 * MiB);
+    c.period_initial_us = 1000;
+    c.period_min_us = 1000;
+    c.period_max_us = 2000;
+    struct lethe *l = NULL;
+    cr_assert_eq(lethe_start(&c, &l), 0);
+    /* 90% of the cache: well inside the reserve the rebalancer would keep free */
+    const unsigned pages = 460;
+    char *p = lethe_extent_alloc(l, 1024 * PG, 0);
+    for (unsigned i = 0; i < pages; i++)
+        p[i * PG] = (char)i;
+    uint64_t cycles0 = stats(l).rebalancer_cycles;
+    double deadline = now_s() + 10.0;
+    while (stats(l).rebalancer_cycles < cycles0 + 20 && now_s() < deadline)
+        usleep(2000);
+    for (unsigned round = 0; round < 3; round++)
+        for (unsigned i = 0; i < pages; i++)
+            cr_assert_eq(p[i * PG], (char)i, "page %u", i);
+    struct lethe_stats s = stats(l);
+    cr_assert_geq(s.rebalancer_cycles, cycles0 + 20, "the rebalancer ran");
+    cr_assert_eq(s.demotions, 0, "nothing aged");
+    cr_assert_eq(s.soft_hits, 0, "so no soft fault");
+    cr_assert_eq(s.proactive_evictions + s.reactive_evictions, 0, "nothing evicted");
+    /* once the program outgrows the cache, the rebalancer takes over */
+    for (unsigned i = pages; i < 1024; i++)
+        p[i * PG] = (char)i;
+    deadline = now_s() + 10.0;
+    while (stats(l).proactive_evictions == 0 && now_s() < deadline) {
+        for (unsigned i = 0; i < 1024; i += 7)
+            cr_assert_eq(p[i * PG], (char)i, "page %u", i);
+        usleep(2000);
+    }
+    s = stats(l);
+    cr_assert_gt(s.reactive_evictions, 0, "the cache filled up");
+    cr_assert_gt(s.proactive_evictions, 0, "then the rebalancer evicted ahead of demand");
+    cr_assert_gt(s.demotions, 0);
     lethe_stop(l);
 }
 

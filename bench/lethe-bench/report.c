@@ -172,6 +172,8 @@ static void j_lethe(struct json *j, struct lethe *l)
     STAT(region_pages);
     STAT(metadata_bytes);
     STAT(swap_in_ns_total);
+    STAT(late_writes);
+    STAT(prefilled);
 #undef STAT
     j_num(j, "swap_in_mean_ns", s.swap_ins ? (double)s.swap_in_ns_total / s.swap_ins : 0.0);
     const char *paths = lethe_paths(l);

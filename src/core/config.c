@@ -106,6 +106,7 @@ static const struct key_spec lethe_keys[] = {
     L("fault", "vcpus", K_UINT, 0, vcpus, 0, LETHE_MAX_VCPUS, NULL),
     L("fault", "pin_vcpus", K_BOOL, 0, pin_vcpus, 0, 0, NULL),
     L("fault", "mmap_threshold", K_SIZE, 0, mmap_threshold, 0, 64 * TB, NULL),
+    L("fault", "fault_around", K_UINT, 0, fault_around, 0, 64, NULL),
     L("rebalancer", "period_min", K_DURATION, 0, period_min_us, 100, 60 * SEC, NULL),
     L("rebalancer", "period_max", K_DURATION, 0, period_max_us, 100, 60 * SEC, NULL),
     L("rebalancer", "period_initial", K_DURATION, 0, period_initial_us, 100, 60 * SEC, NULL),
@@ -158,6 +159,7 @@ void lethe_config_defaults(struct lethe_config *c)
     c->vcpus = 0;
     c->pin_vcpus = true;
     c->mmap_threshold = 1 * MB;
+    c->fault_around = 16;
     c->period_min_us = 10 * MS;
     c->period_max_us = 2000 * MS;
     c->period_initial_us = 100 * MS;

@@ -70,6 +70,9 @@ struct lethe_config {
     bool pin_vcpus;                     /* pin vCPU i to CPU i mod online, default yes */
     uint64_t mmap_threshold;            /* private anon mmaps >= this go in the region, 1M;
                                            0 = never */
+    unsigned fault_around;              /* a first touch zero-fills up to this many pages of
+                                           its aligned block while frames are plentiful, 16;
+                                           0 or 1 = off */
 
     /* [rebalancer] the AIMD controller of the reference design */
     uint64_t period_min_us;       /* 10ms */

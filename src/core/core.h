@@ -32,7 +32,7 @@
 /* Per-thread counters, summed on read. A worker's block has one writer (its thread); the
  * shared block (`misc`) is written by any thread with atomic adds. */
 struct lethe_counters {
-    uint64_t faults, demand_zero, swap_ins, soft_hits, fault_waits, fault_retries;
+    uint64_t faults, demand_zero, swap_ins, soft_hits, fault_waits, fault_retries, prefilled;
     uint64_t swap_outs, clean_drops, fresh_discards, late_writes;
     uint64_t reactive_evictions, proactive_evictions, promotions, demotions, released_pages;
     uint64_t swap_in_ns_total;
@@ -122,6 +122,7 @@ struct lethe {
     bool rebalancer_running;
     bool stopping; /* atomic */
     uint32_t kick; /* futex word: 1 = a vCPU asked for an early cycle */
+    bool cache_filled; /* a fault has found no free frame once: the rebalancer works from then on */
     struct lethe_aimd_params aimd;
     uint64_t period_us, rebalancer_cycles, shard_skips; /* rebalancer writes, atomic */
     uint64_t pressure_events, relax_events;
@@ -173,6 +174,10 @@ static inline void lethe_shard_assert_locked(struct lethe_shard *s)
 /* A frame for page vpn, linked at the head of its shard's active list with the page's vpn:
  * the page's shard freelist, else another shard's, else reclaim (a reactive eviction). */
 int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, uint32_t *out);
+/* The same without reclaim: false when no frame is free. */
+bool lethe_frame_try_get(struct lethe *l, uint64_t vpn, uint32_t *out);
+/* Whether at least 2 * reserve + one batch + extra frames are free (swap.c). */
+bool lethe_frames_plentiful(struct lethe *l, uint64_t extra);
 /* Called with s->lock held: puts an isolated frame (empty parking slot) on s's freelist, or
  * retires it while a cache shrink is in progress. */
 void lethe_frame_free_locked(struct lethe *l, struct lethe_shard *s, uint32_t f);

@@ -69,20 +69,23 @@ uint32_t lethe_frame_take_any(struct lethe *l)
     return LETHE_NIL;
 }
 
-int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, uint32_t *out)
+/* Takes a free frame for vpn without reclaiming: the page's shard freelist, else another
+ * shard's. Returns the frame, isolated, or LETHE_NIL; *linked says whether it is already
+ * on the page's active list (taken from its own shard). */
+static uint32_t take_free(struct lethe *l, uint64_t vpn, bool *linked)
 {
     unsigned si = lethe_shard_of(l, vpn);
     struct lethe_shard *s = &l->shards[si];
     uint32_t f = LETHE_NIL;
-
+    *linked = false;
     if (lethe_list_count(&s->free) > 0) {
         lethe_shard_lock(s);
         f = lethe_list_pop_head(l->frames, &s->free);
         if (f != LETHE_NIL) {
             link_active(l, s, f, vpn);
             lethe_shard_unlock(s);
-            *out = f;
-            return 0;
+            *linked = true;
+            return f;
         }
         lethe_shard_unlock(s);
     }
@@ -94,7 +97,38 @@ int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, uint3
         f = lethe_list_pop_head(l->frames, &t->free);
         lethe_shard_unlock(t);
     }
+    return f;
+}
+
+bool lethe_frame_try_get(struct lethe *l, uint64_t vpn, uint32_t *out)
+{
+    bool linked;
+    uint32_t f = take_free(l, vpn, &linked);
+    if (f == LETHE_NIL)
+        return false;
+    if (!linked) {
+        struct lethe_shard *s = &l->shards[lethe_shard_of(l, vpn)];
+        lethe_shard_lock(s);
+        link_active(l, s, f, vpn);
+        lethe_shard_unlock(s);
+    }
+    *out = f;
+    return true;
+}
+
+int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, uint32_t *out)
+{
+    unsigned si = lethe_shard_of(l, vpn);
+    struct lethe_shard *s = &l->shards[si];
+    bool linked;
+    uint32_t f = take_free(l, vpn, &linked);
+    if (linked) {
+        *out = f;
+        return 0;
+    }
     if (f == LETHE_NIL) {
+        if (!__atomic_load_n(&l->cache_filled, __ATOMIC_RELAXED))
+            __atomic_store_n(&l->cache_filled, true, __ATOMIC_RELAXED);
         int rc = lethe_reclaim(l, w, si, &f);
         if (rc < 0)
             return rc;

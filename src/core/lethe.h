@@ -56,6 +56,8 @@ struct lethe_stats {
     uint64_t swap_in_ns_total;
     /* evictions that found a page written after its dirty scan said clean (written back) */
     uint64_t late_writes;
+    /* pages zero-filled beside a first touch while frames were plentiful (fault_around) */
+    uint64_t prefilled;
 };
 
 /* Per-shard view for /stats. */

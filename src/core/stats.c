@@ -20,6 +20,7 @@ static void add_counters(struct lethe_stats *o, const struct lethe_counters *c, 
     o->clean_drops += lethe_load64(&c->clean_drops);
     o->fresh_discards += lethe_load64(&c->fresh_discards);
     o->late_writes += lethe_load64(&c->late_writes);
+    o->prefilled += lethe_load64(&c->prefilled);
     o->reactive_evictions += lethe_load64(&c->reactive_evictions);
     o->proactive_evictions += lethe_load64(&c->proactive_evictions);
     o->promotions += lethe_load64(&c->promotions);

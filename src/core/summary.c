@@ -17,9 +17,10 @@ void lethe_print_summary(struct lethe *l, FILE *out)
     uint64_t lookups = s.soft_hits + s.swap_ins;
     fprintf(out, "lethe summary\n");
     fprintf(out,
-            "  faults          %llu: %llu demand-zero, %llu swap-ins, %llu soft hits "
-            "(hit rate %.1f%%), %llu waits, %llu retries\n",
+            "  faults          %llu: %llu demand-zero (+%llu pages filled around them), %llu "
+            "swap-ins, %llu soft hits (hit rate %.1f%%), %llu waits, %llu retries\n",
             (unsigned long long)s.faults, (unsigned long long)s.demand_zero,
+            (unsigned long long)s.prefilled,
             (unsigned long long)s.swap_ins, (unsigned long long)s.soft_hits,
             pct(s.soft_hits, lookups), (unsigned long long)s.fault_waits,
             (unsigned long long)s.fault_retries);

@@ -4,6 +4,8 @@
  * A fault looks at its page's state and claims the page with a compare-and-swap before doing
  * anything, so that exactly one thread brings a page in and nobody reads a page twice:
  *   UNTOUCHED -> IN: take a frame, install a zero page: MAPPED, FRESH.            (demand_zero)
+ *                    While frames are plentiful, the untouched pages after it in its block
+ *                    of fault_around pages are zero-filled too, in one call.     (prefilled)
  *   REMOTE    -> IN: take a frame, read the remote slot into the vCPU's staging with no lock
  *                    held, verify its checksum against the slot's (a mismatch fails the
  *                    fault with -EIO: never install wrong data), install it write-clean:
@@ -63,6 +65,63 @@ static int install_failed(struct lethe *l, struct lethe_worker *w, uint64_t vpn,
     return rc;
 }
 
+_Static_assert(LETHE_ZERO_RUN >= 64, "fault_around goes up to 64 pages");
+
+/* Whether frames are plentiful: well above what the rebalancer keeps free, so that a frame
+ * spent now cannot make a fault reclaim soon. */
+bool lethe_frames_plentiful(struct lethe *l, uint64_t extra)
+{
+    uint64_t reserve = lethe_load64(&l->frames_target) * l->cfg.reserve_pct / 100;
+    return lethe_free_frames(l) >= 2 * reserve + l->batch + extra;
+}
+
+/* Fault-around: after the first touch of vpn, zero-fills the untouched pages that follow it
+ * in its aligned block of fault_around pages, in one call, while frames are plentiful — the
+ * next touches of a growing heap find their pages there. Each page is claimed (UNTOUCHED ->
+ * IN) and given a free frame first; the run stops at the first page that is not untouched or
+ * finds no frame. Pages the call could not install go back to untouched, and are woken: a
+ * thread may have faulted on one meanwhile and wait for it. */
+static void fault_around(struct lethe *l, struct lethe_worker *w, uint64_t vpn)
+{
+    uint64_t n = l->cfg.fault_around;
+    uint64_t end = (vpn / n + 1) * n;
+    if (end > l->region_pages)
+        end = l->region_pages;
+    if (vpn + 1 >= end || !lethe_frames_plentiful(l, end - vpn))
+        return;
+    uint64_t got = 0;
+    for (uint64_t v = vpn + 1; v < end; v++) {
+        struct lethe_pte *q = lethe_pte_of(l, v);
+        uint64_t wd = lethe_pte_load(q);
+        if (lethe_pte_state(wd) != LETHE_PS_UNTOUCHED ||
+            !lethe_pte_cas(q, &wd, lethe_pte_make(LETHE_PS_IN, 0, 0)))
+            break;
+        if (!lethe_frame_try_get(l, v, &w->frames[got])) {
+            lethe_pte_publish(q, 0);
+            lethe_page_wake(lethe_rgn(l), v, 1);
+            break;
+        }
+        got++;
+    }
+    if (got == 0)
+        return;
+    int64_t done = lethe_page_install_zero_run(lethe_rgn(l), vpn + 1, got);
+    if (done < 0)
+        done = 0;
+    for (uint64_t k = 0; k < got; k++) {
+        uint64_t v = vpn + 1 + k;
+        struct lethe_pte *q = lethe_pte_of(l, v);
+        if (k < (uint64_t)done) {
+            lethe_pte_publish(q, lethe_pte_make(LETHE_PS_MAPPED, LETHE_PTE_FRESH, w->frames[k]));
+            continue;
+        }
+        undo_frame(l, v, w->frames[k]);
+        lethe_pte_publish(q, 0);
+        lethe_page_wake(lethe_rgn(l), v, 1);
+    }
+    LETHE_COUNT(&w->cnt, prefilled, (uint64_t)done);
+}
+
 static int fault_zero(struct lethe *l, struct lethe_worker *w, uint64_t vpn, struct lethe_pte *p)
 {
     uint32_t f;
@@ -76,6 +135,8 @@ static int fault_zero(struct lethe *l, struct lethe_worker *w, uint64_t vpn, str
     if (rc == 0) {
         lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, LETHE_PTE_FRESH, f));
         LETHE_COUNT(&w->cnt, demand_zero, 1);
+        if (l->cfg.fault_around > 1)
+            fault_around(l, w, vpn);
         return 0;
     }
     if (rc == -EEXIST) {

@@ -148,6 +148,12 @@ int lethe_page_install(struct lethe_region *r, uint64_t vpn, const void *src);
 int lethe_page_install_range(struct lethe_region *r, uint64_t vpn, const void *src, uint64_t n);
 /* Demand-zero: vpn reads as zeros, write-clean. */
 int lethe_page_install_zero(struct lethe_region *r, uint64_t vpn);
+/* The longest run lethe_page_install_zero_run takes. */
+#define LETHE_ZERO_RUN 64
+/* Demand-zero for n (1..LETHE_ZERO_RUN) pages from vpn in one call, write-clean; stops at the
+ * first page it cannot install (present already, or any other error). Returns how many pages
+ * from vpn on it installed (0..n), or a negative errno for a bad range. */
+int64_t lethe_page_install_zero_run(struct lethe_region *r, uint64_t vpn, uint64_t n);
 /* Soft-unmap: moves the page at vpn into frame's parking slot. The next touch of vpn faults.
  * The page's dirty state is lost by the move: scan it first. Errors: -ENOENT the page is not
  * present (given back by the application meanwhile); -EEXIST the slot still holds a page;

@@ -74,7 +74,7 @@ struct lethe_region {
     size_t vcpus_len;
     void *staging;
     size_t staging_len;
-    void *zero_page;      /* one page of zeros: source of install_zero with dirty tracking */
+    void *zero_page;      /* LETHE_ZERO_RUN pages of zeros: source of zero installs */
     atomic_uint *stripes; /* FAULT_STRIPES locks, sync_wp only */
     /* Copy fallback only (NULL with UFFDIO_MOVE): bit f set while parking slot f holds a
      * page. The slots are plain memory there, so nothing else says a slot is taken: the

@@ -4,6 +4,7 @@
  *  install_zero   UFFDIO_COPY of a zero page with MODE_WP under dirty tracking (atomic: a
  *                 ZEROPAGE + WRITEPROTECT pair leaves a window where a write goes unseen),
  *                 UFFDIO_ZEROPAGE otherwise
+ *  install_zero_run  one UFFDIO_COPY of up to LETHE_ZERO_RUN zero pages (fault-around)
  *  soft_unmap     UFFDIO_MOVE region -> parking slot, issued on uffd B (only the destination
  *                 must be registered with the uffd the ioctl goes to); runs of consecutive
  *                 vpns and frames move in one call
@@ -158,6 +159,22 @@ int lethe_page_install_zero(struct lethe_region *r, uint64_t vpn)
     if (err == EEXIST)
         fault_wake_range(r, vpn, 1);
     return -err;
+}
+
+int64_t lethe_page_install_zero_run(struct lethe_region *r, uint64_t vpn, uint64_t n)
+{
+    if (n == 0 || n > LETHE_ZERO_RUN || !vpn_range_ok(r, vpn, n))
+        return -EINVAL;
+    struct uffdio_copy c = {
+        .dst = fault_addr(r, vpn),
+        .src = (uint64_t)(uintptr_t)r->zero_page,
+        .len = n * PG,
+        .mode = r->has_dirty ? UFFDIO_COPY_MODE_WP : 0,
+    };
+    if (ioctl(r->uffd, UFFDIO_COPY, &c) == 0)
+        return (int64_t)n;
+    /* A partial copy reports the bytes it installed (and fails with EAGAIN). */
+    return c.copy > 0 ? c.copy / (int64_t)PG : 0;
 }
 
 /* Moves len bytes from src to dst with UFFDIO_MOVE on uffd; returns bytes moved (> 0) or a

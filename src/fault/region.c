@@ -221,10 +221,10 @@ static int alloc_runtime_memory(struct lethe_region *r, const struct lethe_regio
     r->vcpus = map_private(r->vcpus_len, 0);
     r->staging_len = (size_t)p->vcpus * p->staging_pages * LETHE_PAGE_SIZE;
     r->staging = map_private(r->staging_len, MAP_POPULATE);
-    r->zero_page = map_private(LETHE_PAGE_SIZE, MAP_POPULATE);
+    r->zero_page = map_private(LETHE_ZERO_RUN * LETHE_PAGE_SIZE, MAP_POPULATE);
     if (!r->vcpus || !r->staging || !r->zero_page)
         return -ENOMEM;
-    mprotect(r->zero_page, LETHE_PAGE_SIZE, PROT_READ);
+    mprotect(r->zero_page, LETHE_ZERO_RUN * LETHE_PAGE_SIZE, PROT_READ);
     if (r->sync_wp) {
         r->stripes = map_private(FAULT_STRIPES * sizeof(atomic_uint), 0);
         if (!r->stripes)
@@ -370,7 +370,7 @@ void lethe_region_destroy(struct lethe_region *r)
     if (r->staging)
         munmap(r->staging, r->staging_len);
     if (r->zero_page)
-        munmap(r->zero_page, LETHE_PAGE_SIZE);
+        munmap(r->zero_page, LETHE_ZERO_RUN * LETHE_PAGE_SIZE);
     if (r->stripes)
         munmap(r->stripes, FAULT_STRIPES * sizeof(atomic_uint));
     if (r->slot_used)

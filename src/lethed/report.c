@@ -65,6 +65,7 @@ static const struct stat_field fields[] = {
      "Time spent reading pages back, from the transport's read to the page installed.",
      offsetof(struct lethe_stats, swap_in_ns_total)},
     C(late_writes, "Evictions that found a page written after its dirty scan (written back)."),
+    C(prefilled, "Pages zero-filled beside a first touch while frames were plentiful."),
 };
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))

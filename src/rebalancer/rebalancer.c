@@ -2,11 +2,15 @@
  * memcached's LRU maintainer: it keeps the lists in shape and frees frames ahead of the
  * faults that need them, so that a fault finds a free frame and touches one list once.
  *
- * Each cycle it visits the shards in a freshly shuffled order. A shard whose lock is taken
+ * It starts working the first time a fault finds no free frame (cache_filled): until then
+ * the program fits in the cache, and ageing or evicting ahead of time would only cost it
+ * faults. From then on, each cycle it visits the shards in a freshly shuffled order. A shard whose lock is taken
  * (pthread_mutex_trylock fails) is skipped for this cycle (shard_skips): a vCPU is working
  * there, and the next cycle comes soon. In a shard it visits it
  *  - demotes (soft-unmaps) pages from the active tail until the inactive list holds
- *    inactive_pct of the shard's resident pages, and
+ *    inactive_pct of the shard's resident pages — only while frames are not plentiful
+ *    (fewer than twice the reserve plus a batch free): a program that fits in the cache
+ *    is never aged, and takes no soft faults on its own pages — and
  *  - reaps: while the free frames (all shards) are below reserve_pct of the frames, it
  *    evicts from the inactive tail — an even share of what is still missing of the deficit
  *    measured at the start of the cycle, demoting first if the inactive list is too short
@@ -60,7 +64,7 @@ static void rebalancer_sleep(struct lethe *l, uint64_t us)
 
 /* One shard's visit; returns false when its lock was found taken. *reaped counts the
  * proactive evictions. */
-static bool visit(struct lethe *l, struct lethe_worker *w, unsigned si, uint64_t reap,
+static bool visit(struct lethe *l, struct lethe_worker *w, unsigned si, bool age, uint64_t reap,
                   uint64_t *reaped)
 {
     struct lethe_shard *s = &l->shards[si];
@@ -69,7 +73,7 @@ static bool visit(struct lethe *l, struct lethe_worker *w, unsigned si, uint64_t
     uint64_t act = lethe_list_count(&s->active), inact = lethe_list_count(&s->inactive);
     lethe_shard_unlock(s);
 
-    uint64_t want_inactive = (act + inact) * l->cfg.inactive_pct / 100;
+    uint64_t want_inactive = age ? (act + inact) * l->cfg.inactive_pct / 100 : 0;
     if (want_inactive < reap)
         want_inactive = reap;
     uint64_t demote = want_inactive > inact ? want_inactive - inact : 0;
@@ -106,17 +110,26 @@ void lethe_rebalancer_cycle(struct lethe *l, struct lethe_worker *w)
         order[i - 1] = order[j];
         order[j] = t;
     }
+    if (!__atomic_load_n(&l->cache_filled, __ATOMIC_RELAXED)) {
+        /* Until a fault has once found no free frame, the program fits: nothing to age or
+         * to evict ahead of time (a program that fits is never slowed down by the reserve). */
+        lethe_store64(&l->rebalancer_cycles, lethe_load64(&l->rebalancer_cycles) + 1);
+        return;
+    }
     uint64_t frames = lethe_load64(&l->frames_target);
     uint64_t reserve = frames * l->cfg.reserve_pct / 100;
     uint64_t free_frames = lethe_free_frames(l);
     uint64_t deficit = reserve > free_frames ? reserve - free_frames : 0;
+    /* Aging costs the application a soft fault per demoted page it still uses: worth it
+     * only once frames may run short soon. */
+    bool age = !lethe_frames_plentiful(l, 0);
     uint64_t skips = 0, reaped = 0;
     for (unsigned i = 0; i < n; i++) {
         /* an even share of what is still missing: a shard with too little to evict leaves
          * its share to the shards after it */
         uint64_t left = deficit > reaped ? deficit - reaped : 0;
         uint64_t quota = (left + (n - i) - 1) / (n - i);
-        if (!visit(l, w, order[i], quota, &reaped))
+        if (!visit(l, w, order[i], age, quota, &reaped))
             skips++;
     }
     lethe_store64(&l->shard_skips, lethe_load64(&l->shard_skips) + skips);
