@@ -126,11 +126,11 @@ Test(config, defaults_are_the_documented_values)
     lethe_config_defaults(&c);
     cr_assert_eq(c.cache_size, 512ULL << 20);
     cr_assert_eq(c.region_size, 16ULL << 30);
-    cr_assert_eq(c.shards, 16);
+    cr_assert_eq(c.shards, 0);
     cr_assert_eq(c.reclaim, LETHE_RECLAIM_REBALANCER);
     cr_assert_eq(c.reserve_pct, 20);
-    cr_assert_eq(c.inactive_pct, 30);
-    cr_assert_eq(c.reclaim_batch, 32);
+    cr_assert_eq(c.inactive_pct, 10);
+    cr_assert_eq(c.reclaim_batch, 4);
     cr_assert_eq(c.fault_delivery, LETHE_DELIVERY_THREAD);
     cr_assert_eq(c.vcpus, 0);
     cr_assert(c.pin_vcpus);
@@ -634,10 +634,10 @@ Test(config_errors, line_too_long)
     char *text = malloc(len + 64);
     int n = sprintf(text, "[app]\ncommand = ");
     memset(text + n, 'x', len);
-    strcpy(text + n + len, "\n[cache]\nshards = 0\n");
+    strcpy(text + n + len, "\n[cache]\nshards = 4097\n");
     struct loaded r = load_text(text, NULL);
     cr_assert_str_eq(r.errors, "FILE:2: command: line is longer than 4350 characters\n"
-                               "FILE:4: shards: '0' is out of range (1..4096)\n");
+                               "FILE:4: shards: '4097' is out of range (0..4096)\n");
     free(r.errors);
     free(text);
 }

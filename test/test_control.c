@@ -11,10 +11,10 @@ struct held {
     char addr[64];
 };
 
-/* lethed running app_mixed (32 MiB against an 8 MiB cache), holding its heap. */
+/* lethed running app_mixed (32 MiB against an 8 MiB cache, 16 shards), holding its heap. */
 static void hold(struct held *h)
 {
-    const char *conf = tl_config("c.conf", "8M", "");
+    const char *conf = tl_config("c.conf", "8M", "[cache]\nshards = 16\n");
     int in[2], out[2];
     cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
     cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
@@ -131,7 +131,7 @@ Test(control, stats_is_valid_json_with_every_counter_and_shard)
     unsigned shards = 0;
     for (const char *p = r.body; (p = strstr(p, "{\"shard\": ")); p++)
         shards++;
-    cr_assert_eq(shards, 16, "one entry per shard (default 16)");
+    cr_assert_eq(shards, 16, "one entry per shard (16 configured)");
     cr_assert(strstr(r.body, "\"fault_delivery\": \"thread\""), "config summary present");
     cr_assert(strstr(r.body, "\"paths\": \"delivery=thread"), "runtime paths present");
     tl_http_free(&r);

@@ -128,12 +128,12 @@ Test(core, a_first_touch_fills_the_rest_of_its_block_while_frames_are_plentiful)
 
 Test(core, fault_around_stops_when_frames_run_short_and_when_it_is_off)
 {
-    /* 64 frames, reserve 20% (12): plentiful means at least 2 * 12 + 32 + the run free */
-    struct lethe *l = start_around(16, 64 * PG);
+    /* 16 frames, reserve 20% (3), batch 4: plentiful means at least 2 * 3 + 4 + 15 free */
+    struct lethe *l = start_around(16, 16 * PG);
     char *ext, *p = block_aligned(l, &ext);
     p[0] = 1;
     struct lethe_stats s = stats(l);
-    cr_assert_eq(s.prefilled, 0, "64 frames are not plentiful: %lu filled", (unsigned long)s.prefilled);
+    cr_assert_eq(s.prefilled, 0, "16 frames are not plentiful: %lu filled", (unsigned long)s.prefilled);
     lethe_stop(l);
 
     l = start_around(0, 1 * MiB);
@@ -688,4 +688,29 @@ Test(core, the_summary_names_the_paths_and_the_metadata_share)
     }
     cr_assert_eq(faults, stats(l).faults, "per-shard faults add up");
     lethe_stop(l);
+}
+
+Test(core, automatic_shards_follow_the_cpus_and_keep_shards_long)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t per_cpus = online > 1 ? (uint64_t)online / 2 : 1;
+    if (per_cpus > 16)
+        per_cpus = 16;
+    const uint64_t caches[] = {1 * MiB, 16 * MiB, 256 * MiB};
+    for (unsigned i = 0; i < 3; i++) {
+        struct lethe_config c = core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT,
+                                                 caches[i], 512 * MiB);
+        c.shards = 0;
+        struct lethe *l = NULL;
+        cr_assert_eq(lethe_start(&c, &l), 0);
+        uint64_t want = per_cpus, by_size = caches[i] / PG / 2048;
+        if (want > by_size)
+            want = by_size;
+        if (want == 0)
+            want = 1;
+        cr_assert_eq(l->nshards, want, "cache %llu MiB, %ld CPUs: %u shards",
+                     (unsigned long long)(caches[i] / MiB), online, l->nshards);
+        cr_assert(strstr(lethe_paths(l), "shards="), "%s", lethe_paths(l));
+        lethe_stop(l);
+    }
 }

@@ -146,7 +146,7 @@ Test(preload, a_bad_override_stops_the_program_with_125)
 Test(preload, publishes_a_final_snapshot_at_exit)
 {
     struct env e;
-    env_base(&e, local_config(""));
+    env_base(&e, local_config("[cache]\nshards = 16\n"));
     int fds[2];
     struct lethe_stats_shm *s = segment_for(&e, fds);
     char *argv[] = {TL_PROG("app_mixed"), "32", NULL};

@@ -97,7 +97,7 @@ _Static_assert(sizeof(enum lethe_transport_kind) == sizeof(unsigned), "enums are
 static const struct key_spec lethe_keys[] = {
     L("cache", "cache_size", K_SIZE, F_PAGES, cache_size, 64 * KB, 64 * TB, NULL),
     L("cache", "region_size", K_SIZE, F_PAGES, region_size, 64 * KB, 64 * TB, NULL),
-    L("cache", "shards", K_UINT, 0, shards, 1, LETHE_MAX_SHARDS, NULL),
+    L("cache", "shards", K_UINT, 0, shards, 0, LETHE_MAX_SHARDS, NULL),
     L("cache", "reclaim", K_ENUM, 0, reclaim, 0, 0, reclaim_names),
     L("cache", "reserve", K_PERCENT, 0, reserve_pct, 0, 100, NULL),
     L("cache", "inactive_ratio", K_PERCENT, 0, inactive_pct, 0, 100, NULL),
@@ -150,11 +150,11 @@ void lethe_config_defaults(struct lethe_config *c)
     memset(c, 0, sizeof(*c));
     c->cache_size = 512 * MB;
     c->region_size = 16ULL << 30;
-    c->shards = 16;
+    c->shards = 0;
     c->reclaim = LETHE_RECLAIM_REBALANCER;
     c->reserve_pct = 20;
-    c->inactive_pct = 30;
-    c->reclaim_batch = 32;
+    c->inactive_pct = 10;
+    c->reclaim_batch = 4;
     c->fault_delivery = LETHE_DELIVERY_THREAD;
     c->vcpus = 0;
     c->pin_vcpus = true;

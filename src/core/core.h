@@ -28,6 +28,7 @@
 #define LETHE_SHARD_CHUNK_SHIFT 4   /* 16 consecutive pages (64 KiB) share a shard */
 #define LETHE_CACHE_GROWTH      4   /* the frame table holds 4x the initial cache_size */
 #define LETHE_MIN_FRAMES        16
+#define LETHE_AUTO_SHARD_FRAMES 2048 /* shards = 0: frames per shard at least */
 
 /* Per-thread counters, summed on read. A worker's block has one writer (its thread); the
  * shared block (`misc`) is written by any thread with atomic adds. */
@@ -171,9 +172,12 @@ static inline void lethe_shard_assert_locked(struct lethe_shard *s)
 #endif
 
 /* --- frames (frame.c) --- */
-/* A frame for page vpn, linked at the head of its shard's active list with the page's vpn:
- * the page's shard freelist, else another shard's, else reclaim (a reactive eviction). */
-int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, uint32_t *out);
+/* A frame for page vpn, linked at the head of its shard's active list with the page's vpn —
+ * at the tail when `cold` (a page read back from remote memory: it was evicted as cold, and
+ * stays only if touched again while parked): the page's shard freelist, else another
+ * shard's, else reclaim (a reactive eviction). */
+int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, bool cold,
+                    uint32_t *out);
 /* The same without reclaim: false when no frame is free. */
 bool lethe_frame_try_get(struct lethe *l, uint64_t vpn, uint32_t *out);
 /* Whether at least 2 * reserve + one batch + extra frames are free (swap.c). */

@@ -46,12 +46,16 @@ void lethe_frame_free_locked(struct lethe *l, struct lethe_shard *s, uint32_t f)
     lethe_list_push_head(l->frames, &s->free, f, LETHE_FL_FREE);
 }
 
-/* Called with s->lock held. */
-static void link_active(struct lethe *l, struct lethe_shard *s, uint32_t f, uint64_t vpn)
+/* Called with s->lock held. A cold page goes to the tail of the active list, the next to be
+ * demoted: it must be touched again while parked to stay. */
+static void link_active(struct lethe *l, struct lethe_shard *s, uint32_t f, uint64_t vpn, bool cold)
 {
     lethe_shard_assert_locked(s);
     lethe_frame_set(&l->frames[f], vpn, LETHE_FL_ISOLATED);
-    lethe_list_push_head(l->frames, &s->active, f, LETHE_FL_ACTIVE);
+    if (cold)
+        lethe_list_push_tail(l->frames, &s->active, f, LETHE_FL_ACTIVE);
+    else
+        lethe_list_push_head(l->frames, &s->active, f, LETHE_FL_ACTIVE);
 }
 
 uint32_t lethe_frame_take_any(struct lethe *l)
@@ -72,7 +76,7 @@ uint32_t lethe_frame_take_any(struct lethe *l)
 /* Takes a free frame for vpn without reclaiming: the page's shard freelist, else another
  * shard's. Returns the frame, isolated, or LETHE_NIL; *linked says whether it is already
  * on the page's active list (taken from its own shard). */
-static uint32_t take_free(struct lethe *l, uint64_t vpn, bool *linked)
+static uint32_t take_free(struct lethe *l, uint64_t vpn, bool cold, bool *linked)
 {
     unsigned si = lethe_shard_of(l, vpn);
     struct lethe_shard *s = &l->shards[si];
@@ -82,7 +86,7 @@ static uint32_t take_free(struct lethe *l, uint64_t vpn, bool *linked)
         lethe_shard_lock(s);
         f = lethe_list_pop_head(l->frames, &s->free);
         if (f != LETHE_NIL) {
-            link_active(l, s, f, vpn);
+            link_active(l, s, f, vpn, cold);
             lethe_shard_unlock(s);
             *linked = true;
             return f;
@@ -103,25 +107,26 @@ static uint32_t take_free(struct lethe *l, uint64_t vpn, bool *linked)
 bool lethe_frame_try_get(struct lethe *l, uint64_t vpn, uint32_t *out)
 {
     bool linked;
-    uint32_t f = take_free(l, vpn, &linked);
+    uint32_t f = take_free(l, vpn, false, &linked);
     if (f == LETHE_NIL)
         return false;
     if (!linked) {
         struct lethe_shard *s = &l->shards[lethe_shard_of(l, vpn)];
         lethe_shard_lock(s);
-        link_active(l, s, f, vpn);
+        link_active(l, s, f, vpn, false);
         lethe_shard_unlock(s);
     }
     *out = f;
     return true;
 }
 
-int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, uint32_t *out)
+int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, bool cold,
+                    uint32_t *out)
 {
     unsigned si = lethe_shard_of(l, vpn);
     struct lethe_shard *s = &l->shards[si];
     bool linked;
-    uint32_t f = take_free(l, vpn, &linked);
+    uint32_t f = take_free(l, vpn, cold, &linked);
     if (linked) {
         *out = f;
         return 0;
@@ -134,7 +139,7 @@ int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, uint3
             return rc;
     }
     lethe_shard_lock(s);
-    link_active(l, s, f, vpn);
+    link_active(l, s, f, vpn, cold);
     lethe_shard_unlock(s);
     *out = f;
     return 0;

@@ -28,6 +28,19 @@
 #include "rdma/auth.h"
 #include "rebalancer/rebalancer.h"
 
+/* shards = 0: one shard per two online CPUs (the threads that may fault at once), at most
+ * 16, and at least LETHE_AUTO_SHARD_FRAMES frames each: every shard keeps its own lists, and
+ * eviction order is only as good as the lists are long. */
+static unsigned auto_shards(long online, uint64_t frames)
+{
+    uint64_t n = online > 1 ? (uint64_t)online / 2 : 1;
+    if (n > 16)
+        n = 16;
+    if (n > frames / LETHE_AUTO_SHARD_FRAMES)
+        n = frames / LETHE_AUTO_SHARD_FRAMES;
+    return n ? (unsigned)n : 1;
+}
+
 static void *map_zero(size_t bytes, bool noreserve)
 {
     void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
@@ -177,7 +190,7 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     l->batch = cfg->reclaim_batch == 0                ? 1
                : cfg->reclaim_batch > LETHE_MAX_BATCH ? LETHE_MAX_BATCH
                                                       : cfg->reclaim_batch;
-    l->nshards = cfg->shards == 0                 ? 1
+    l->nshards = cfg->shards == 0                 ? auto_shards(online, frames)
                  : cfg->shards > LETHE_MAX_SHARDS ? LETHE_MAX_SHARDS
                                                   : cfg->shards;
     uint64_t cap = frames * LETHE_CACHE_GROWTH;

@@ -89,6 +89,22 @@ static inline void lethe_list_push_head(struct lethe_frame *ft, struct lethe_lis
     lethe_list_set_count(l, l->count + 1);
 }
 
+/* Puts frame f at the tail of list l and tags it `tag`. */
+static inline void lethe_list_push_tail(struct lethe_frame *ft, struct lethe_list *l, uint32_t f,
+                                        unsigned tag)
+{
+    struct lethe_frame *e = &ft[f];
+    e->next = LETHE_NIL;
+    e->prev = l->tail;
+    if (l->tail != LETHE_NIL)
+        ft[l->tail].next = f;
+    else
+        l->head = f;
+    l->tail = f;
+    lethe_frame_set_list(e, tag);
+    lethe_list_set_count(l, l->count + 1);
+}
+
 /* Takes frame f off list l (it must be on it) and tags it ISOLATED. */
 static inline void lethe_list_remove(struct lethe_frame *ft, struct lethe_list *l, uint32_t f)
 {

@@ -125,7 +125,7 @@ static void fault_around(struct lethe *l, struct lethe_worker *w, uint64_t vpn)
 static int fault_zero(struct lethe *l, struct lethe_worker *w, uint64_t vpn, struct lethe_pte *p)
 {
     uint32_t f;
-    int rc = lethe_frame_get(l, w, vpn, &f);
+    int rc = lethe_frame_get(l, w, vpn, false, &f);
     if (rc < 0) {
         lethe_pte_publish(p, 0);
         lethe_page_wake(lethe_rgn(l), vpn, 1);
@@ -157,7 +157,7 @@ static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vc
 {
     uint64_t slot = lethe_pte_slot(p);
     uint32_t f;
-    int rc = lethe_frame_get(l, w, vpn, &f);
+    int rc = lethe_frame_get(l, w, vpn, true, &f);
     if (rc < 0) {
         lethe_pte_publish(p, remote);
         lethe_page_wake(lethe_rgn(l), vpn, 1);
