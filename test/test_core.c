@@ -55,7 +55,7 @@ static void fresh_extents_read_as_zeros(enum lethe_delivery d)
     for (unsigned i = 0; i < 64; i++)
         cr_assert(core_test_is_zero(p + i * PG), "page %u", i);
     struct lethe_stats s = stats(l);
-    /* the cache is nearly empty: first touches fill the rest of their 16-page blocks */
+    /* the cache is nearly empty: first touches fill the rest of their blocks */
     cr_assert_geq(s.demand_zero + s.prefilled, 64, "%lu demand-zero faults, %lu pages filled around",
                   (unsigned long)s.demand_zero, (unsigned long)s.prefilled);
     cr_assert_lt(s.demand_zero, 64, "fault-around spared faults (%lu)", (unsigned long)s.demand_zero);

@@ -159,7 +159,7 @@ void lethe_config_defaults(struct lethe_config *c)
     c->vcpus = 0;
     c->pin_vcpus = true;
     c->mmap_threshold = 1 * MB;
-    c->fault_around = 16;
+    c->fault_around = 64;
     c->period_min_us = 10 * MS;
     c->period_max_us = 2000 * MS;
     c->period_initial_us = 100 * MS;

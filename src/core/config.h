@@ -71,7 +71,7 @@ struct lethe_config {
     uint64_t mmap_threshold;            /* private anon mmaps >= this go in the region, 1M;
                                            0 = never */
     unsigned fault_around;              /* a first touch zero-fills up to this many pages of
-                                           its aligned block while frames are plentiful, 16;
+                                           its aligned block while frames are plentiful, 64;
                                            0 or 1 = off */
 
     /* [rebalancer] the AIMD controller of the reference design */
