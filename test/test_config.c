@@ -129,7 +129,7 @@ Test(config, defaults_are_the_documented_values)
     cr_assert_eq(c.shards, 0);
     cr_assert_eq(c.reclaim, LETHE_RECLAIM_REBALANCER);
     cr_assert_eq(c.reserve_pct, 20);
-    cr_assert_eq(c.inactive_pct, 10);
+    cr_assert_eq(c.inactive_pct, 2);
     cr_assert_eq(c.reclaim_batch, 4);
     cr_assert_eq(c.fault_delivery, LETHE_DELIVERY_THREAD);
     cr_assert_eq(c.vcpus, 0);

@@ -108,7 +108,8 @@ Test(control, stats_is_valid_json_with_every_counter_and_shard)
                                            "metadata_bytes",
                                            "swap_in_ns_total",
                                            "late_writes",
-                                           "prefilled"};
+                                           "prefilled",
+                                           "reserve_target"};
     struct held h;
     hold(&h);
     wait_healthy(&h);

@@ -153,7 +153,7 @@ void lethe_config_defaults(struct lethe_config *c)
     c->shards = 0;
     c->reclaim = LETHE_RECLAIM_REBALANCER;
     c->reserve_pct = 20;
-    c->inactive_pct = 10;
+    c->inactive_pct = 2;
     c->reclaim_batch = 4;
     c->fault_delivery = LETHE_DELIVERY_THREAD;
     c->vcpus = 0;

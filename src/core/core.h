@@ -126,6 +126,8 @@ struct lethe {
     bool cache_filled; /* a fault has found no free frame once: the rebalancer works from then on */
     struct lethe_aimd_params aimd;
     uint64_t period_us, rebalancer_cycles, shard_skips; /* rebalancer writes, atomic */
+    uint64_t reserve_target; /* free frames the rebalancer aims at now (rebalancer writes) */
+    uint64_t rb_taken, rb_when_ns; /* the rebalancer's own: frames taken, and when, last cycle */
     uint64_t pressure_events, relax_events;
 
     char paths[512];

@@ -58,6 +58,8 @@ struct lethe_stats {
     uint64_t late_writes;
     /* pages zero-filled beside a first touch while frames were plentiful (fault_around) */
     uint64_t prefilled;
+    /* free frames the rebalancer aims at now (adaptive, at most reserve_pct of the frames) */
+    uint64_t reserve_target;
 };
 
 /* Per-shard view for /stats. */

@@ -47,6 +47,7 @@ void lethe_get_stats(struct lethe *l, struct lethe_stats *out)
     out->rebalancer_cycles = lethe_load64(&l->rebalancer_cycles);
     out->shard_skips = lethe_load64(&l->shard_skips);
     out->period_us = lethe_load64(&l->period_us);
+    out->reserve_target = lethe_load64(&l->reserve_target);
     out->pressure_events = lethe_load64(&l->pressure_events);
     out->relax_events = lethe_load64(&l->relax_events);
     out->frames = lethe_load64(&l->frames_target);

@@ -47,10 +47,10 @@ void lethe_print_summary(struct lethe *l, FILE *out)
     if (l->cfg.reclaim == LETHE_RECLAIM_REBALANCER)
         fprintf(out,
                 "  rebalancer      %llu cycles, %llu shard skips, period %llu us, %llu "
-                "pressure events, %llu relax events\n",
+                "pressure events, %llu relax events, reserve target %llu frames\n",
                 (unsigned long long)s.rebalancer_cycles, (unsigned long long)s.shard_skips,
                 (unsigned long long)s.period_us, (unsigned long long)s.pressure_events,
-                (unsigned long long)s.relax_events);
+                (unsigned long long)s.relax_events, (unsigned long long)s.reserve_target);
     else
         fprintf(out, "  reclaim         direct (no rebalancer thread)\n");
     uint64_t managed = s.region_pages * LETHE_PAGE_SIZE;

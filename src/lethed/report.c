@@ -66,6 +66,7 @@ static const struct stat_field fields[] = {
      offsetof(struct lethe_stats, swap_in_ns_total)},
     C(late_writes, "Evictions that found a page written after its dirty scan (written back)."),
     C(prefilled, "Pages zero-filled beside a first touch while frames were plentiful."),
+    G(reserve_target, "Free frames the rebalancer aims at now (adaptive, at most the reserve)."),
 };
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))

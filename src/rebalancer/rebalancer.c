@@ -7,14 +7,17 @@
  * faults. From then on, each cycle it visits the shards in a freshly shuffled order. A shard whose lock is taken
  * (pthread_mutex_trylock fails) is skipped for this cycle (shard_skips): a vCPU is working
  * there, and the next cycle comes soon. In a shard it visits it
- *  - demotes (soft-unmaps) pages from the active tail until the inactive list holds
- *    inactive_pct of the shard's resident pages — only while frames are not plentiful
- *    (fewer than twice the reserve plus a batch free): a program that fits in the cache
- *    is never aged, and takes no soft faults on its own pages — and
- *  - reaps: while the free frames (all shards) are below reserve_pct of the frames, it
- *    evicts from the inactive tail — an even share of what is still missing of the deficit
+ *  - in a cycle with frames to free, demotes (soft-unmaps) pages from the active tail until
+ *    the inactive list holds inactive_pct of the shard's resident pages plus its share of
+ *    the evictions: aging costs the program a soft fault for each demoted page it still
+ *    uses, so the lists are refilled only when pages must go — and
+ *  - reaps: while the free frames (all shards) are below the reserve target, it evicts from
+ *    the inactive tail — an even share of what is still missing of the deficit
  *    measured at the start of the cycle, demoting first if the inactive list is too short
  *    (proactive evictions); a shard that cannot give its share leaves it to the next ones.
+ * The reserve target adapts (reserve_target below): twice the frames the faults would take
+ * in one period at the rate they took them since the last cycle, between two batches per
+ * vCPU and reserve_pct of the frames.
  * Promotion needs no pass of its own: a parked page touched by the application faults, and
  * the fault moves it to the active head (swap.c).
  *
@@ -73,9 +76,7 @@ static bool visit(struct lethe *l, struct lethe_worker *w, unsigned si, bool age
     uint64_t act = lethe_list_count(&s->active), inact = lethe_list_count(&s->inactive);
     lethe_shard_unlock(s);
 
-    uint64_t want_inactive = age ? (act + inact) * l->cfg.inactive_pct / 100 : 0;
-    if (want_inactive < reap)
-        want_inactive = reap;
+    uint64_t want_inactive = age ? (act + inact) * l->cfg.inactive_pct / 100 + reap : 0;
     uint64_t demote = want_inactive > inact ? want_inactive - inact : 0;
     while (demote > 0) {
         int d = lethe_demote(l, w, si, demote < l->batch ? (unsigned)demote : l->batch, true);
@@ -98,6 +99,47 @@ static bool visit(struct lethe *l, struct lethe_worker *w, unsigned si, bool age
     return true;
 }
 
+/* Frames the faults have taken so far: first touches, pages filled around them, swap-ins. */
+static uint64_t frames_taken(const struct lethe *l)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < l->vcpus; i++) {
+        const struct lethe_counters *c = &l->workers[i].cnt;
+        n += lethe_load64(&c->demand_zero) + lethe_load64(&c->prefilled) +
+             lethe_load64(&c->swap_ins);
+    }
+    return n;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* The free frames to aim at: what the faults will take before the next cycle, twice over
+ * (the rate they took frames at since the last cycle, times the period), at least two
+ * batches per vCPU, at most reserve_pct of the frames. A program that outgrows the cache a
+ * little takes few frames, so little is evicted ahead of it; one that thrashes gets the
+ * whole reserve. */
+static uint64_t reserve_target(struct lethe *l, uint64_t frames)
+{
+    uint64_t most = frames * l->cfg.reserve_pct / 100;
+    uint64_t least = 2ULL * l->batch * l->vcpus;
+    uint64_t taken = frames_taken(l), when = now_ns();
+    uint64_t want = most;
+    if (l->rb_when_ns != 0 && when > l->rb_when_ns) {
+        double rate = (double)(taken - l->rb_taken) / (double)(when - l->rb_when_ns);
+        want = (uint64_t)(2.0 * rate * (double)lethe_load64(&l->period_us) * 1000.0);
+    }
+    l->rb_taken = taken;
+    l->rb_when_ns = when;
+    if (want < least)
+        want = least;
+    return want < most ? want : most;
+}
+
 void lethe_rebalancer_cycle(struct lethe *l, struct lethe_worker *w)
 {
     unsigned n = l->nshards;
@@ -117,12 +159,14 @@ void lethe_rebalancer_cycle(struct lethe *l, struct lethe_worker *w)
         return;
     }
     uint64_t frames = lethe_load64(&l->frames_target);
-    uint64_t reserve = frames * l->cfg.reserve_pct / 100;
+    uint64_t reserve = reserve_target(l, frames);
+    lethe_store64(&l->reserve_target, reserve);
     uint64_t free_frames = lethe_free_frames(l);
     uint64_t deficit = reserve > free_frames ? reserve - free_frames : 0;
-    /* Aging costs the application a soft fault per demoted page it still uses: worth it
-     * only once frames may run short soon. */
-    bool age = !lethe_frames_plentiful(l, 0);
+    /* Aging costs the application a soft fault per demoted page it still uses: the lists
+     * are refilled only in cycles that have frames to free, as direct reclaim refills them
+     * only when it evicts. */
+    bool age = deficit > 0;
     uint64_t skips = 0, reaped = 0;
     for (unsigned i = 0; i < n; i++) {
         /* an even share of what is still missing: a shard with too little to evict leaves
