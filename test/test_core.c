@@ -56,9 +56,11 @@ static void fresh_extents_read_as_zeros(enum lethe_delivery d)
         cr_assert(core_test_is_zero(p + i * PG), "page %u", i);
     struct lethe_stats s = stats(l);
     /* the cache is nearly empty: first touches fill the rest of their blocks */
-    cr_assert_geq(s.demand_zero + s.prefilled, 64, "%lu demand-zero faults, %lu pages filled around",
-                  (unsigned long)s.demand_zero, (unsigned long)s.prefilled);
-    cr_assert_lt(s.demand_zero, 64, "fault-around spared faults (%lu)", (unsigned long)s.demand_zero);
+    cr_assert_geq(s.demand_zero + s.prefilled, 64,
+                  "%lu demand-zero faults, %lu pages filled around", (unsigned long)s.demand_zero,
+                  (unsigned long)s.prefilled);
+    cr_assert_lt(s.demand_zero, 64, "fault-around spared faults (%lu)",
+                 (unsigned long)s.demand_zero);
     cr_assert_eq(s.swap_ins, 0);
     cr_assert_geq(s.faults, s.demand_zero);
     cr_assert_eq(s.active_pages + s.inactive_pages + s.free_frames, s.frames);
@@ -70,8 +72,8 @@ static unsigned state_of(struct lethe *l, const void *addr);
 /* Fault-around, deterministic: one vCPU, signal delivery (the access returns once served). */
 static struct lethe *start_around(unsigned around, uint64_t cache)
 {
-    struct lethe_config c = core_test_config(LETHE_DELIVERY_SIGNAL, LETHE_RECLAIM_DIRECT, cache,
-                                             8 * MiB);
+    struct lethe_config c =
+        core_test_config(LETHE_DELIVERY_SIGNAL, LETHE_RECLAIM_DIRECT, cache, 8 * MiB);
     c.vcpus = 1;
     c.shards = 2;
     c.fault_around = around;
@@ -114,9 +116,9 @@ Test(core, a_first_touch_fills_the_rest_of_its_block_while_frames_are_plentiful)
         cr_assert_eq(core_test_check(p + i * PG, i, 3), 0, "page %u", i);
     cr_assert_eq(t.active_pages + t.inactive_pages + t.free_frames, t.frames);
     /* a block already partly touched fills only up to the first touched page */
-    p[16 * PG + 9] = 1;  /* page 16: fills 17..31 */
-    p[40 * PG] = 1;      /* page 40: fills 41..47 */
-    p[32 * PG] = 1;      /* page 32: fills 33..39, stops at 40 */
+    p[16 * PG + 9] = 1; /* page 16: fills 17..31 */
+    p[40 * PG] = 1;     /* page 40: fills 41..47 */
+    p[32 * PG] = 1;     /* page 32: fills 33..39, stops at 40 */
     struct lethe_stats u = stats(l);
     cr_assert_eq(u.demand_zero - t.demand_zero, 3);
     cr_assert_eq(u.prefilled - t.prefilled, 15 + 7 + 7);
@@ -133,7 +135,8 @@ Test(core, fault_around_stops_when_frames_run_short_and_when_it_is_off)
     char *ext, *p = block_aligned(l, &ext);
     p[0] = 1;
     struct lethe_stats s = stats(l);
-    cr_assert_eq(s.prefilled, 0, "16 frames are not plentiful: %lu filled", (unsigned long)s.prefilled);
+    cr_assert_eq(s.prefilled, 0, "16 frames are not plentiful: %lu filled",
+                 (unsigned long)s.prefilled);
     lethe_stop(l);
 
     l = start_around(0, 1 * MiB);
@@ -700,8 +703,8 @@ Test(core, automatic_shards_follow_the_cpus_and_keep_shards_long)
         per_cpus = 16;
     const uint64_t caches[] = {1 * MiB, 16 * MiB, 256 * MiB};
     for (unsigned i = 0; i < 3; i++) {
-        struct lethe_config c = core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT,
-                                                 caches[i], 512 * MiB);
+        struct lethe_config c =
+            core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT, caches[i], 512 * MiB);
         c.shards = 0;
         struct lethe *l = NULL;
         cr_assert_eq(lethe_start(&c, &l), 0);

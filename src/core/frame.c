@@ -120,8 +120,7 @@ bool lethe_frame_try_get(struct lethe *l, uint64_t vpn, uint32_t *out)
     return true;
 }
 
-int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, bool cold,
-                    uint32_t *out)
+int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, bool cold, uint32_t *out)
 {
     unsigned si = lethe_shard_of(l, vpn);
     struct lethe_shard *s = &l->shards[si];

@@ -20,10 +20,9 @@ void lethe_print_summary(struct lethe *l, FILE *out)
             "  faults          %llu: %llu demand-zero (+%llu pages filled around them), %llu "
             "swap-ins, %llu soft hits (hit rate %.1f%%), %llu waits, %llu retries\n",
             (unsigned long long)s.faults, (unsigned long long)s.demand_zero,
-            (unsigned long long)s.prefilled,
-            (unsigned long long)s.swap_ins, (unsigned long long)s.soft_hits,
-            pct(s.soft_hits, lookups), (unsigned long long)s.fault_waits,
-            (unsigned long long)s.fault_retries);
+            (unsigned long long)s.prefilled, (unsigned long long)s.swap_ins,
+            (unsigned long long)s.soft_hits, pct(s.soft_hits, lookups),
+            (unsigned long long)s.fault_waits, (unsigned long long)s.fault_retries);
     if (s.swap_ins)
         fprintf(out, "  swap-in         %.2f us average (read + install)\n",
                 (double)s.swap_in_ns_total / (double)s.swap_ins / 1000.0);

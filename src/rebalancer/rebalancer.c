@@ -4,17 +4,17 @@
  *
  * It starts working the first time a fault finds no free frame (cache_filled): until then
  * the program fits in the cache, and ageing or evicting ahead of time would only cost it
- * faults. From then on, each cycle it visits the shards in a freshly shuffled order. A shard whose lock is taken
- * (pthread_mutex_trylock fails) is skipped for this cycle (shard_skips): a vCPU is working
- * there, and the next cycle comes soon. In a shard it visits it
+ * faults. From then on, each cycle visits the shards in a freshly shuffled order. A shard
+ * whose lock is taken (pthread_mutex_trylock fails) is skipped for this cycle (shard_skips):
+ * a vCPU is working there, and the next cycle comes soon. In a shard it visits it
  *  - in a cycle with frames to free, demotes (soft-unmaps) pages from the active tail until
  *    the inactive list holds inactive_pct of the shard's resident pages plus its share of
  *    the evictions: aging costs the program a soft fault for each demoted page it still
  *    uses, so the lists are refilled only when pages must go — and
  *  - reaps: while the free frames (all shards) are below the reserve target, it evicts from
- *    the inactive tail — an even share of what is still missing of the deficit
- *    measured at the start of the cycle, demoting first if the inactive list is too short
- *    (proactive evictions); a shard that cannot give its share leaves it to the next ones.
+ *    the inactive tail an even share of what is still missing of the deficit measured at
+ *    the start of the cycle (proactive evictions); a shard that cannot give its share
+ *    leaves it to the next ones.
  * The reserve target adapts (reserve_target below): twice the frames the faults would take
  * in one period at the rate they took them since the last cycle, between two batches per
  * vCPU and reserve_pct of the frames.
