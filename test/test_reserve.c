@@ -154,6 +154,8 @@ Test(reserve, reactive_evictions_fall_as_the_aimd_period_shortens, .timeout = 60
     c.additive_increase_us = 500;
     c.cooldown = 50;
     c.pressure_threshold = 3;
+    c.fault_around = 0;    /* one fault per page: the load below is counted in faults */
+    c.reclaim_batch = 32;  /* reactive evictions come in batches big enough to count */
     struct lethe *l = NULL;
     cr_assert_eq(lethe_start(&c, &l), 0);
     struct load ld = {.pages = 8192};
