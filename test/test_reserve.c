@@ -30,29 +30,37 @@ static struct lethe_stats stats(struct lethe *l)
     return s;
 }
 
-Test(reserve, free_frames_recover_to_the_reserve_between_bursts, .timeout = 60)
+/* Cache 2 MiB, region 32 MiB, thread delivery, the rebalancer with the given periods (µs). */
+static struct lethe *start_rebalancer(uint64_t initial, uint64_t min, uint64_t max)
 {
     struct lethe_config c =
         core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 2 * MiB, 32 * MiB);
-    c.period_initial_us = 20000;
-    c.period_min_us = 5000;
-    c.period_max_us = 100000;
+    c.period_initial_us = initial;
+    c.period_min_us = min;
+    c.period_max_us = max;
     struct lethe *l = NULL;
     cr_assert_eq(lethe_start(&c, &l), 0);
+    return l;
+}
+
+Test(reserve, free_frames_recover_to_the_reserve_between_bursts, .timeout = 60)
+{
+    struct lethe *l = start_rebalancer(20000, 5000, 100000);
     const unsigned pages = 2048;
     char *p = lethe_extent_alloc(l, pages * PG, 0);
     const uint64_t most = 512 * 20 / 100, least = 2 * 4 * 2; /* 2 batches of 4 per vCPU */
     uint64_t seed = 88172645463325252ULL, top = 0;
     for (unsigned burst = 0; burst < 3; burst++) {
         /* a burst: 600 pages touched as fast as the faults go, more than the free frames;
-         * the target is sampled meanwhile from a second look at the counters */
+         * the rebalancer's target is sampled meanwhile */
         for (unsigned i = 0; i < 600; i++) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             p[(seed % pages) * PG] = (char)burst;
-            if (i % 50 == 0 && stats(l).reserve_target > top)
-                top = stats(l).reserve_target;
+            uint64_t target = i % 50 == 0 ? stats(l).reserve_target : 0;
+            if (target > top)
+                top = target;
         }
         double deadline = now_s() + 10.0;
         struct lethe_stats s = stats(l);
@@ -78,13 +86,7 @@ Test(reserve, free_frames_recover_to_the_reserve_between_bursts, .timeout = 60)
 
 Test(reserve, a_program_that_fits_is_neither_aged_nor_evicted, .timeout = 60)
 {
-    struct lethe_config c =
-        core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 2 * MiB, 32 * MiB);
-    c.period_initial_us = 1000;
-    c.period_min_us = 1000;
-    c.period_max_us = 2000;
-    struct lethe *l = NULL;
-    cr_assert_eq(lethe_start(&c, &l), 0);
+    struct lethe *l = start_rebalancer(1000, 1000, 2000);
     /* 90% of the cache: well inside the reserve the rebalancer would keep free */
     const unsigned pages = 460;
     char *p = lethe_extent_alloc(l, 1024 * PG, 0);
@@ -154,8 +156,8 @@ Test(reserve, reactive_evictions_fall_as_the_aimd_period_shortens, .timeout = 60
     c.additive_increase_us = 500;
     c.cooldown = 50;
     c.pressure_threshold = 3;
-    c.fault_around = 0;    /* one fault per page: the load below is counted in faults */
-    c.reclaim_batch = 32;  /* reactive evictions come in batches big enough to count */
+    c.fault_around = 0;   /* one fault per page: the load below is counted in faults */
+    c.reclaim_batch = 32; /* reactive evictions come in batches big enough to count */
     struct lethe *l = NULL;
     cr_assert_eq(lethe_start(&c, &l), 0);
     struct load ld = {.pages = 8192};

@@ -182,7 +182,7 @@ int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, bool 
                     uint32_t *out);
 /* The same without reclaim: false when no frame is free. */
 bool lethe_frame_try_get(struct lethe *l, uint64_t vpn, uint32_t *out);
-/* Whether at least 2 * reserve + one batch + extra frames are free (swap.c). */
+/* Whether at least 2 * reserve_pct of the frames + one batch + extra frames are free. */
 bool lethe_frames_plentiful(struct lethe *l, uint64_t extra);
 /* Called with s->lock held: puts an isolated frame (empty parking slot) on s's freelist, or
  * retires it while a cache shrink is in progress. */

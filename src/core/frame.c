@@ -152,6 +152,14 @@ uint64_t lethe_free_frames(const struct lethe *l)
     return n;
 }
 
+/* Well above the most the rebalancer keeps free: a frame spent now cannot make a fault
+ * reclaim soon. */
+bool lethe_frames_plentiful(struct lethe *l, uint64_t extra)
+{
+    uint64_t reserve = lethe_load64(&l->frames_target) * l->cfg.reserve_pct / 100;
+    return lethe_free_frames(l) >= 2 * reserve + l->batch + extra;
+}
+
 static void grow(struct lethe *l, uint64_t n)
 {
     /* Cancel what a previous shrink has not retired yet. */

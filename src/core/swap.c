@@ -67,14 +67,6 @@ static int install_failed(struct lethe *l, struct lethe_worker *w, uint64_t vpn,
 
 _Static_assert(LETHE_ZERO_RUN >= 64, "fault_around goes up to 64 pages");
 
-/* Whether frames are plentiful: well above what the rebalancer keeps free, so that a frame
- * spent now cannot make a fault reclaim soon. */
-bool lethe_frames_plentiful(struct lethe *l, uint64_t extra)
-{
-    uint64_t reserve = lethe_load64(&l->frames_target) * l->cfg.reserve_pct / 100;
-    return lethe_free_frames(l) >= 2 * reserve + l->batch + extra;
-}
-
 /* Fault-around: after the first touch of vpn, zero-fills the untouched pages that follow it
  * in its aligned block of fault_around pages, in one call, while frames are plentiful — the
  * next touches of a growing heap find their pages there. Each page is claimed (UNTOUCHED ->
