@@ -29,7 +29,8 @@ static struct lethe *start(enum lethe_delivery d, enum lethe_reclaim r, uint64_t
 }
 
 /* With thread delivery the faulting thread resumes as soon as its page is installed, a
- * moment before the vCPU counts it: wait until the counters stop moving. */
+ * moment before the vCPU counts it, and the rebalancer may still be evicting (a write-back's
+ * slot is taken before its swap-out is counted): wait until the counters stop moving. */
 static struct lethe_stats stats(struct lethe *l)
 {
     struct lethe_stats s, t;
@@ -39,7 +40,8 @@ static struct lethe_stats stats(struct lethe *l)
         lethe_get_stats(l, &t);
         if (t.faults == s.faults && t.demand_zero == s.demand_zero && t.swap_ins == s.swap_ins &&
             t.soft_hits == s.soft_hits && t.released_pages == s.released_pages &&
-            t.active_pages == s.active_pages && t.free_frames == s.free_frames)
+            t.active_pages == s.active_pages && t.free_frames == s.free_frames &&
+            t.swap_outs == s.swap_outs && t.remote_slots_used == s.remote_slots_used)
             break;
         s = t;
     }
