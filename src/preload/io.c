@@ -13,8 +13,9 @@
  * At most a budget of bytes (an eighth of the cache, between 64 and 128 KiB) is touched before
  * each system call: the rebalancer may demote a touched page again at any time, so the window
  * between touch and copy must stay short. read, write, pread and pwrite on a regular file or
- * block device carry out a longer request budget by budget, going on after a short count
- * (such files never block part-way); on a pipe, socket or terminal, and for the vector and
+ * block device carry out a request of any length budget by budget, going on after a short
+ * count (such files never block part-way, so a short count there is a page lost between
+ * touch and copy, or the end of the file); on a pipe, socket or terminal, and for the vector and
  * socket calls, a request is cut to the budget and returns a short count, which those calls
  * may always return.
  *
@@ -243,7 +244,7 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
                           off_t off)
 {
     size_t chunk = budget();
-    bool whole = len > chunk && is_file(fd);
+    int file = -1; /* whether fd is a file: asked once a piece leaves something to do */
     size_t done = 0;
     do {
         size_t n = len - done < chunk ? len - done : chunk;
@@ -259,8 +260,11 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
         if (rc == 0)
             break; /* end of file */
         done += (size_t)rc;
-        /* A file's short count here is a page lost between touch and copy: go on. */
-    } while (whole && done < len);
+        /* A file's short count here is a page lost between touch and copy (or the end of the
+         * file, which the next piece tells): go on, whatever the request's length. */
+        if (done < len && file < 0)
+            file = is_file(fd);
+    } while (file == 1 && done < len);
     return (ssize_t)done;
 }
 
