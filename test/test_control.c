@@ -32,7 +32,10 @@ static void hold(struct held *h)
     if (!ready || !addr) {
         kill(h->pid, SIGKILL);
         tl_wait(h->pid, 10);
-        cr_assert_fail("lethed did not come up (ready %d, control address %d)", ready, addr);
+        char *log = tl_read_file(tl_file("err"));
+        size_t len = log ? strlen(log) : 0;
+        cr_assert_fail("lethed did not come up (ready %d, control address %d); its log ends:\n%s",
+                       ready, addr, log ? log + (len > 3000 ? len - 3000 : 0) : "(none)");
     }
 }
 

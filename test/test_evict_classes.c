@@ -11,7 +11,9 @@
  *   3. read pages 0..7 again                        8 swap-ins; evicts 16..23 (8 discards)
  *   4. read pages 32..47                            evicts 24..31 (8 discards), then 0..7
  *                                                   (clean with a remote copy: 8 clean drops)
- * Totals: 8 swap-outs, 8 clean drops, 24 fresh discards, 8 swap-ins, 40 reactive evictions.
+ * Totals: 8 swap-outs, 8 clean drops, 24 fresh discards, 8 swap-ins, 40 reactive evictions;
+ * each of the 40 pages installed after the cache filled goes into the page an eviction left
+ * in its frame (40 recycled).
 
  *
  * The decision itself (lethe_evict_classify) is also tested alone, on words and pages built
@@ -91,6 +93,7 @@ static void script(enum lethe_delivery d)
     cr_assert_eq(s.late_writes, 0);
     cr_assert_eq(s.reactive_evictions, 40);
     cr_assert_eq(s.proactive_evictions, 0);
+    cr_assert_eq(s.recycled, 40, "every install after the cache filled reused an evicted page");
     cr_assert_eq(s.demand_zero, 48);
     cr_assert_eq(s.remote_pages, 8, "pages 0..7 live only remotely");
     cr_assert_eq(s.remote_slots_used, 8, "a page keeps its slot across write-backs");
@@ -114,10 +117,12 @@ Test(evict_classes, a_scripted_run_gives_exact_counts_thread_delivery)
     script(LETHE_DELIVERY_THREAD);
 }
 
-Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_clean_drop)
+Test(evict_classes, a_recycled_page_changed_behind_the_dirty_tracking_is_written_back)
 {
     /* White box: park a clean page (swapped in, never written), then change its parked
-     * content behind the dirty tracking's back, as a write racing the demotion would. */
+     * content behind the dirty tracking's back, as a write racing the demotion would. Read
+     * back into the page its frame's last eviction left (recycled), it was installed without
+     * write protection (UNPROT): eviction judges it by content, a plain swap-out. */
     struct lethe *l = start_script(LETHE_DELIVERY_SIGNAL);
     char *p = lethe_extent_alloc(l, 48 * PG, 0);
     for (unsigned i = 0; i < 8; i++)
@@ -126,12 +131,14 @@ Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_clean_drop)
         read_page(p + i * PG); /* 0..7 now remote */
     read_page(p);              /* page 0 back: clean, remote copy valid */
     struct lethe_pte *pte = &l->pt[lethe_region_vpn(l->region, p)];
+    cr_assert(lethe_pte_load(pte) & LETHE_PTE_UNPROT, "page 0 went into a recycled page");
     unsigned next = 32;
     while (lethe_pte_state(lethe_pte_load(pte)) == LETHE_PS_MAPPED && next < 48)
         read_page(p + next++ * PG); /* until page 0 is parked */
     uint64_t w = lethe_pte_load(pte);
     cr_assert_eq(lethe_pte_state(w), LETHE_PS_PARKED);
-    cr_assert_not(w & LETHE_PTE_DIRTY);
+    cr_assert_not(w & LETHE_PTE_DIRTY, "its dirty scan was not believed");
+    cr_assert(w & LETHE_PTE_RVALID);
     char *slot = lethe_region_slot(l->region, lethe_pte_frame(w));
     core_test_fill(slot, 0, 2);
     struct lethe_stats before;
@@ -141,8 +148,43 @@ Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_clean_drop)
     cr_assert_eq(lethe_pte_state(lethe_pte_load(pte)), LETHE_PS_REMOTE);
     struct lethe_stats s;
     lethe_get_stats(l, &s);
+    cr_assert_eq(s.swap_outs - before.swap_outs, 1, "the changed page went out");
+    cr_assert_eq(s.late_writes - before.late_writes, 0, "by content, not as a late write");
+    cr_assert_eq(core_test_check(p, 0, 2), 0, "the change reached the remote copy");
+    lethe_stop(l);
+}
+
+Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_fresh_discard)
+{
+    /* White box: park a write-protected page that was never written (demand zero, installed
+     * by UFFDIO_COPY while frames were free), then change its parked content behind the dirty
+     * tracking's back: eviction finds it is no longer all zeros, a late write. */
+    struct lethe *l = start_script(LETHE_DELIVERY_SIGNAL);
+    char *p = lethe_extent_alloc(l, 48 * PG, 0);
+    for (unsigned i = 0; i < 16; i++)
+        read_page(p + i * PG);
+    struct lethe_pte *pte = &l->pt[lethe_region_vpn(l->region, p + 8 * PG)];
+    uint64_t w = lethe_pte_load(pte);
+    cr_assert((w & LETHE_PTE_FRESH) && !(w & LETHE_PTE_UNPROT), "page 8: fresh and protected");
+    unsigned next = 16;
+    while (lethe_pte_state(lethe_pte_load(pte)) == LETHE_PS_MAPPED && next < 48)
+        read_page(p + next++ * PG); /* until page 8 is parked */
+    w = lethe_pte_load(pte);
+    cr_assert_eq(lethe_pte_state(w), LETHE_PS_PARKED);
+    cr_assert(w & LETHE_PTE_FRESH);
+    char *slot = lethe_region_slot(l->region, lethe_pte_frame(w));
+    core_test_fill(slot, 8, 3);
+    struct lethe_stats before;
+    lethe_get_stats(l, &before);
+    while (lethe_pte_state(lethe_pte_load(pte)) == LETHE_PS_PARKED && next < 48)
+        read_page(p + next++ * PG); /* until page 8 is evicted */
+    cr_assert_eq(lethe_pte_state(lethe_pte_load(pte)), LETHE_PS_REMOTE,
+                 "written back, not discarded");
+    struct lethe_stats s;
+    lethe_get_stats(l, &s);
     cr_assert_eq(s.late_writes - before.late_writes, 1);
-    cr_assert_eq(core_test_check(p, 0, 2), 0, "the late write reached the remote copy");
+    cr_assert_eq(s.swap_outs - before.swap_outs, 1);
+    cr_assert_eq(core_test_check(p + 8 * PG, 8, 3), 0, "the late write reached the remote copy");
     lethe_stop(l);
 }
 

@@ -34,6 +34,7 @@
  * shared block (`misc`) is written by any thread with atomic adds. */
 struct lethe_counters {
     uint64_t faults, demand_zero, swap_ins, soft_hits, fault_waits, fault_retries, prefilled;
+    uint64_t recycled;
     uint64_t swap_outs, clean_drops, fresh_discards, late_writes;
     uint64_t reactive_evictions, proactive_evictions, promotions, demotions, released_pages;
     uint64_t swap_in_ns_total;
@@ -96,6 +97,11 @@ struct lethe {
     /* frames */
     struct lethe_frame *frames;
     uint32_t frame_cap; /* entries in the frame table = parking slots */
+    /* slot_full[f]: free frame f's parking slot still holds the page last evicted from it,
+     * to be reused by the next page installed in f (lethe_frame_install). Written only by the
+     * thread that holds f isolated, or under f's shard lock; one byte per frame_cap entry. */
+    uint8_t *slot_full;
+    bool recycle; /* evictions leave their pages in the slots (needs UFFDIO_MOVE) */
     size_t frames_bytes;
     uint64_t frames_target;      /* current cache size in frames (atomic) */
     int64_t retire_debt;         /* frames still to take out of use after a shrink (atomic) */
@@ -184,8 +190,19 @@ int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, bool 
 bool lethe_frame_try_get(struct lethe *l, uint64_t vpn, uint32_t *out);
 /* Whether at least 2 * reserve_pct of the frames + one batch + extra frames are free. */
 bool lethe_frames_plentiful(struct lethe *l, uint64_t extra);
-/* Called with s->lock held: puts an isolated frame (empty parking slot) on s's freelist, or
- * retires it while a cache shrink is in progress. */
+/* Installs page vpn in frame f, just taken: src (NULL: zeros). When an eviction left its page
+ * in f's slot, the content goes into that page, which is moved in unprotected (no page
+ * allocated, no write-protect; `recycled`; LETHE_PTE_UNPROT is ORed into *flags); else
+ * UFFDIO_COPY, write-clean. Returns like lethe_page_install: on 0 and -EEXIST f's slot is
+ * empty. */
+int lethe_frame_install(struct lethe *l, struct lethe_worker *w, uint32_t f, uint64_t vpn,
+                        const void *src, uint64_t *flags);
+/* Drops the page an eviction left in f's slot, if any: f is about to hold a page installed
+ * some other way. */
+void lethe_frame_empty_slot(struct lethe *l, uint32_t f);
+/* Called with s->lock held: puts an isolated frame on s's freelist (its slot empty, or holding
+ * the evicted page when slot_full[f] says so), or retires it while a cache shrink is in
+ * progress (dropping that page). */
 void lethe_frame_free_locked(struct lethe *l, struct lethe_shard *s, uint32_t f);
 /* Takes any free frame off any freelist (LETHE_NIL when none). */
 uint32_t lethe_frame_take_any(struct lethe *l);

@@ -17,8 +17,11 @@
  * remote slot, allocated at its first write-back and kept while the page lives (swap_outs);
  * clean with a valid remote copy -> dropped without a write (clean_drops); FRESH -> discarded,
  * the page becomes untouched again and reads as zeros next time (fresh_discards). The page
- * is published REMOTE (or UNTOUCHED) before its parking slot is dropped, and only then does
- * the frame return to a freelist: its slot must be empty before it parks another page.
+ * is published REMOTE (or UNTOUCHED), then the frame returns to a freelist with the page's
+ * memory still in its parking slot (slot_full), for the next page installed there
+ * (lethe_frame_install); without UFFDIO_MOVE the slots are emptied first. A demoted page
+ * marked UNPROT (installed unprotected) always scans as written: its scan is ignored and
+ * eviction judges it by content; its change is a swap-out, not a late write.
  * A write-back records the checksum of the bytes sent as its slot's; a failed write leaves
  * the slot's content unknown (checksum reset, pages put back dirty).
  */
@@ -152,7 +155,9 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
         int64_t rc = lethe_page_scan_dirty(lethe_rgn(l), w->vpns[i], j - i, w->bitmap);
         for (unsigned k = i; k < j; k++) {
             unsigned b = k - i;
-            bool written = rc < 0 || ((w->bitmap[b / 64] >> (b % 64)) & 1);
+            /* an unprotected page always scans as written: its content decides at eviction */
+            bool written = rc < 0 || (!(w->words[k] & LETHE_PTE_UNPROT) &&
+                                      ((w->bitmap[b / 64] >> (b % 64)) & 1));
             if (written)
                 w->words[k] =
                     (w->words[k] | LETHE_PTE_DIRTY) & ~(LETHE_PTE_FRESH | LETHE_PTE_RVALID);
@@ -311,7 +316,8 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
             (wd & LETHE_PTE_RVALID) && slot != LETHE_NO_SLOT ? lethe_slot_sum(&l->slots, slot) : 0;
         enum lethe_evict_class c = lethe_evict_classify(
             wd, lethe_region_slot(lethe_rgn(l), w->frames[k]), slot_sum, &w->sums[k]);
-        late += c == LETHE_EVICT_WRITE_LATE;
+        /* an unprotected page's write is found by content: not late */
+        late += c == LETHE_EVICT_WRITE_LATE && !(wd & LETHE_PTE_UNPROT);
         w->cls[k] = (uint8_t)c;
         w->slots[k] = slot;
         if (is_write(c) && slot == LETHE_NO_SLOT)
@@ -396,8 +402,15 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         }
         w->frames64[k] = w->frames[k];
     }
-    sort_u64(w->frames64, n);
-    int rc = lethe_page_drop_slots(lethe_rgn(l), w->frames64, n);
+    int rc = 0;
+    if (l->recycle) {
+        /* the pages stay in their slots, for the next pages installed in these frames */
+        for (unsigned k = 0; k < n; k++)
+            l->slot_full[w->frames[k]] = 1;
+    } else {
+        sort_u64(w->frames64, n);
+        rc = lethe_page_drop_slots(lethe_rgn(l), w->frames64, n);
+    }
     if (rc < 0)
         lethe_error("cannot drop %u parking slots: %s", n, strerror(-rc));
     if (nfree)

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <string.h>
 #include <time.h>
 
 #include "core/core.h"
@@ -29,6 +30,9 @@ static bool take_debt(struct lethe *l)
 
 static void retire(struct lethe *l, uint32_t f)
 {
+    /* A frame out of service holds no memory. This is a kernel call under the shard lock, on
+     * the cache-shrink path only. */
+    lethe_frame_empty_slot(l, f);
     pthread_mutex_lock(&l->retire_lock);
     lethe_list_push_head(l->frames, &l->retired, f, LETHE_FL_RETIRED);
     pthread_mutex_unlock(&l->retire_lock);
@@ -142,6 +146,32 @@ int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, bool 
     lethe_shard_unlock(s);
     *out = f;
     return 0;
+}
+
+int lethe_frame_install(struct lethe *l, struct lethe_worker *w, uint32_t f, uint64_t vpn,
+                        const void *src, uint64_t *flags)
+{
+    if (!l->slot_full[f])
+        return src ? lethe_page_install(lethe_rgn(l), vpn, src)
+                   : lethe_page_install_zero(lethe_rgn(l), vpn);
+    int rc = lethe_page_install_recycled(lethe_rgn(l), vpn, f, src);
+    if (rc == 0 || rc == -EEXIST)
+        l->slot_full[f] = 0;
+    if (rc == 0) {
+        *flags |= LETHE_PTE_UNPROT;
+        LETHE_COUNT(&w->cnt, recycled, 1);
+    }
+    return rc;
+}
+
+void lethe_frame_empty_slot(struct lethe *l, uint32_t f)
+{
+    if (!l->slot_full[f])
+        return;
+    int rc = lethe_page_drop_slot(lethe_rgn(l), f);
+    if (rc < 0)
+        lethe_error("cannot drop parking slot %u: %s", f, strerror(-rc));
+    l->slot_full[f] = 0;
 }
 
 uint64_t lethe_free_frames(const struct lethe *l)

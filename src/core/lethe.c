@@ -154,6 +154,7 @@ static void teardown(struct lethe *l)
     }
     unmap(l->shards, l->shards_bytes);
     unmap(l->frames, l->frames_bytes);
+    unmap(l->slot_full, l->frame_cap);
     unmap(l->pt, l->pt_bytes);
     pthread_mutex_destroy(&l->retire_lock);
     pthread_mutex_destroy(&l->resize_lock);
@@ -206,9 +207,10 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     l->pt = map_zero(l->pt_bytes, true);
     l->frames_bytes = (size_t)cap * sizeof(struct lethe_frame);
     l->frames = map_zero(l->frames_bytes, true);
+    l->slot_full = map_zero(cap, true);
     l->shards_bytes = l->nshards * sizeof(struct lethe_shard) + l->nshards * sizeof(uint32_t);
     l->shards = map_zero(l->shards_bytes, false);
-    if (!l->pt || !l->frames || !l->shards) {
+    if (!l->pt || !l->frames || !l->slot_full || !l->shards) {
         lethe_error("cannot map %zu bytes of page table and frame table",
                     l->pt_bytes + l->frames_bytes);
         goto fail;
@@ -281,6 +283,7 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
         lethe_error("cannot create the managed region: %s", strerror(-rc));
         goto fail;
     }
+    l->recycle = lethe_region_has_move(region);
     __atomic_store_n(&l->region, region, __ATOMIC_RELEASE);
     rc = lethe_extents_init(&l->extents, l->region_pages,
                             (uint64_t)(uintptr_t)lethe_region_base(l->region) >> LETHE_PAGE_SHIFT);

@@ -60,6 +60,8 @@ struct lethe_stats {
     uint64_t prefilled;
     /* free frames the rebalancer aims at now (adaptive, at most reserve_pct of the frames) */
     uint64_t reserve_target;
+    /* pages installed into the page an eviction left in their frame's slot (no allocation) */
+    uint64_t recycled;
 };
 
 /* Per-shard view for /stats. */

@@ -44,7 +44,11 @@ enum lethe_page_state {
 #define LETHE_PTE_FRESH       (1ULL << 5)
 #define LETHE_PTE_RVALID      (1ULL << 6)
 #define LETHE_PTE_WAITERS     (1ULL << 7)
-#define LETHE_PTE_FLAGS       (LETHE_PTE_REF | LETHE_PTE_DIRTY | LETHE_PTE_FRESH | LETHE_PTE_RVALID)
+/* installed without write protection (a recycled page): its dirty scans say nothing, and
+ * eviction decides by content alone */
+#define LETHE_PTE_UNPROT      (1ULL << 8)
+#define LETHE_PTE_FLAGS                                                                            \
+    (LETHE_PTE_REF | LETHE_PTE_DIRTY | LETHE_PTE_FRESH | LETHE_PTE_RVALID | LETHE_PTE_UNPROT)
 #define LETHE_PTE_FRAME_SHIFT 32
 #define LETHE_NO_FRAME        UINT32_MAX
 

@@ -21,6 +21,7 @@ static void add_counters(struct lethe_stats *o, const struct lethe_counters *c, 
     o->fresh_discards += lethe_load64(&c->fresh_discards);
     o->late_writes += lethe_load64(&c->late_writes);
     o->prefilled += lethe_load64(&c->prefilled);
+    o->recycled += lethe_load64(&c->recycled);
     o->reactive_evictions += lethe_load64(&c->reactive_evictions);
     o->proactive_evictions += lethe_load64(&c->proactive_evictions);
     o->promotions += lethe_load64(&c->promotions);
@@ -34,7 +35,7 @@ static void add_counters(struct lethe_stats *o, const struct lethe_counters *c, 
 size_t lethe_metadata_bytes(const struct lethe *l)
 {
     return l->pt_bytes + l->frames_bytes + l->shards_bytes + l->workers_bytes + l->slots.bytes +
-           l->slots.sums_bytes + l->extents.bytes + sizeof(*l);
+           l->slots.sums_bytes + l->extents.bytes + l->frame_cap + sizeof(*l);
 }
 
 void lethe_get_stats(struct lethe *l, struct lethe_stats *out)

@@ -26,6 +26,11 @@ void lethe_print_summary(struct lethe *l, FILE *out)
     if (s.swap_ins)
         fprintf(out, "  swap-in         %.2f us average (read + install)\n",
                 (double)s.swap_in_ns_total / (double)s.swap_ins / 1000.0);
+    if (s.recycled)
+        fprintf(out,
+                "  recycled        %llu pages installed into the page an eviction left in "
+                "their frame\n",
+                (unsigned long long)s.recycled);
     fprintf(out,
             "  evictions       %llu reactive, %llu proactive: %llu swap-outs, %llu clean "
             "drops, %llu fresh discards (%llu late writes caught)\n",

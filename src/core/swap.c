@@ -93,6 +93,8 @@ static void fault_around(struct lethe *l, struct lethe_worker *w, uint64_t vpn)
             lethe_page_wake(lethe_rgn(l), v, 1);
             break;
         }
+        /* rare: fault-around runs while frames are plentiful, before evictions fill slots */
+        lethe_frame_empty_slot(l, w->frames[got]);
         got++;
     }
     if (got == 0)
@@ -123,9 +125,10 @@ static int fault_zero(struct lethe *l, struct lethe_worker *w, uint64_t vpn, str
         lethe_page_wake(lethe_rgn(l), vpn, 1);
         return rc;
     }
-    rc = lethe_page_install_zero(lethe_rgn(l), vpn);
+    uint64_t flags = LETHE_PTE_FRESH;
+    rc = lethe_frame_install(l, w, f, vpn, NULL, &flags);
     if (rc == 0) {
-        lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, LETHE_PTE_FRESH, f));
+        lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, flags, f));
         LETHE_COUNT(&w->cnt, demand_zero, 1);
         if (l->cfg.fault_around > 1)
             fault_around(l, w, vpn);
@@ -175,9 +178,9 @@ static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vc
         lethe_page_wake(lethe_rgn(l), vpn, 1);
         return -EIO;
     }
-    rc = lethe_page_install(lethe_rgn(l), vpn, v->staging);
+    uint64_t flags = LETHE_PTE_RVALID;
+    rc = lethe_frame_install(l, w, f, vpn, v->staging, &flags);
     if (rc == 0 || rc == -EEXIST) {
-        uint64_t flags = LETHE_PTE_RVALID;
         if (rc == -EEXIST) {
             lethe_warn("page 0x%llx (vpn %llu): present while remote; keeping what is mapped",
                        page_addr(l, vpn), (unsigned long long)vpn);

@@ -172,6 +172,17 @@ int lethe_page_soft_unmap_batch(struct lethe_region *r, const uint64_t *vpns,
  * wake: a write by a thread that did not fault, landing between the move and the protect,
  * is not seen by the next scan (see docs/RUNTIME.md). */
 int lethe_page_map_back(struct lethe_region *r, uint64_t vpn, uint64_t frame);
+/* Installs src (NULL: zeros) at vpn in the page that frame's parking slot still holds from an
+ * eviction: the content is copied into that page, which is then moved in (one UFFDIO_MOVE,
+ * which wakes the waiters). So an eviction need not free the page and an install need not
+ * allocate one. The page arrives writable and NOT write-protected: dirty scans report it
+ * written until a scan re-arms it, so the caller must judge it by content (the core's UNPROT
+ * flag). With a forked child alive it is a write-clean copy instead. The caller knows the
+ * slot holds a page. 0: installed, the slot is empty; -EEXIST: vpn was already present
+ * (woken), the slot's page was dropped, the slot is empty; -EINVAL without UFFDIO_MOVE; other
+ * errors: nothing installed, the slot still holds its page. */
+int lethe_page_install_recycled(struct lethe_region *r, uint64_t vpn, uint64_t frame,
+                                const void *src);
 /* Frees the page held in a parking slot (after eviction). */
 int lethe_page_drop_slot(struct lethe_region *r, uint64_t frame);
 int lethe_page_drop_slots(struct lethe_region *r, const uint64_t *frames, unsigned n);

@@ -70,6 +70,9 @@ static bool page_present(const void *addr)
 
 int fault_wake_range(struct lethe_region *r, uint64_t vpn, uint64_t n)
 {
+    /* With UFFD_FEATURE_SIGBUS no thread ever sleeps on the region's faults: nothing to wake. */
+    if (r->delivery == LETHE_DELIVERY_SIGNAL)
+        return 0;
     struct uffdio_range range = {.start = fault_addr(r, vpn), .len = n * PG};
     return ioctl(r->uffd, UFFDIO_WAKE, &range) == 0 ? 0 : -errno;
 }
@@ -342,10 +345,11 @@ int lethe_page_soft_unmap(struct lethe_region *r, uint64_t vpn, uint64_t frame)
     return status;
 }
 
-static int map_back_move(struct lethe_region *r, uint64_t vpn, uint64_t frame)
+static int map_back_move(struct lethe_region *r, uint64_t vpn, uint64_t frame, bool protect)
 {
     uint64_t dst = fault_addr(r, vpn), src = fault_slot_addr(r, frame);
-    uint64_t mode = r->has_dirty ? UFFDIO_MOVE_MODE_DONTWAKE : 0;
+    protect = protect && r->has_dirty;
+    uint64_t mode = protect ? UFFDIO_MOVE_MODE_DONTWAKE : 0;
     int64_t got = move_pages(r->uffd, dst, src, PG, mode);
     if (got == -EBUSY && make_exclusive(src))
         got = move_pages(r->uffd, dst, src, PG, mode);
@@ -360,7 +364,7 @@ static int map_back_move(struct lethe_region *r, uint64_t vpn, uint64_t frame)
         fault_wake_range(r, vpn, 1);
     if (got < 0)
         return (int)got;
-    if (r->has_dirty) {
+    if (protect) {
         /* The moved page arrives writable and unprotected: protect it before the waiters run. */
         int rc = write_protect(r, vpn, 1, true);
         fault_wake_range(r, vpn, 1);
@@ -376,12 +380,40 @@ int lethe_page_map_back(struct lethe_region *r, uint64_t vpn, uint64_t frame)
     if (!vpn_range_ok(r, vpn, 1) || frame >= r->nframes)
         return -EINVAL;
     if (r->has_move && !atomic_load_explicit(&r->child, memory_order_relaxed))
-        return map_back_move(r, vpn, frame);
+        return map_back_move(r, vpn, frame, true);
     void *slot = (void *)(uintptr_t)fault_slot_addr(r, frame);
     if (!slot_held(r, frame))
         return -ENOENT;
     int rc = copy_in(r, vpn, slot, 1, PG);
     if (rc == 0) {
+        madvise(slot, PG, MADV_DONTNEED);
+        slot_free(r, frame);
+    }
+    return rc;
+}
+
+int lethe_page_install_recycled(struct lethe_region *r, uint64_t vpn, uint64_t frame,
+                                const void *src)
+{
+    if (!vpn_range_ok(r, vpn, 1) || frame >= r->nframes || !r->has_move)
+        return -EINVAL;
+    void *slot = (void *)(uintptr_t)fault_slot_addr(r, frame);
+    if (src)
+        memcpy(slot, src, PG);
+    else
+        memset(slot, 0, PG);
+    int rc;
+    if (!atomic_load_explicit(&r->child, memory_order_relaxed)) {
+        rc = map_back_move(r, vpn, frame, false);
+    } else {
+        /* the slot's page may be COW-shared with a forked child: copy it (write-clean) */
+        rc = copy_in(r, vpn, slot, 1, PG);
+        if (rc == 0) {
+            madvise(slot, PG, MADV_DONTNEED);
+            slot_free(r, frame);
+        }
+    }
+    if (rc == -EEXIST) {
         madvise(slot, PG, MADV_DONTNEED);
         slot_free(r, frame);
     }

@@ -67,6 +67,7 @@ static const struct stat_field fields[] = {
     C(late_writes, "Evictions that found a page written after its dirty scan (written back)."),
     C(prefilled, "Pages zero-filled beside a first touch while frames were plentiful."),
     G(reserve_target, "Free frames the rebalancer aims at now (adaptive, at most the reserve)."),
+    C(recycled, "Pages installed into the page an eviction left in their frame (no allocation)."),
 };
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
