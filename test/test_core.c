@@ -271,7 +271,36 @@ Test(core, a_parked_page_touched_again_is_a_soft_hit_and_goes_back_to_the_active
     cr_assert_eq(lethe_pte_state(w), LETHE_PS_MAPPED);
     cr_assert(w & LETHE_PTE_REF, "marked referenced");
     cr_assert(w & LETHE_PTE_DIRTY, "the dirty bit read at demotion survives the round trip");
+    cr_assert(w & LETHE_PTE_UNPROT, "mapped back by a move, without write protection");
     cr_assert_eq(lethe_frame_list(&l->frames[lethe_pte_frame(w)]), LETHE_FL_ACTIVE);
+    lethe_stop(l);
+}
+
+Test(core, a_clean_page_written_after_a_soft_hit_is_written_back)
+{
+    /* Page 5 goes out and comes back clean (a valid remote copy), is parked and mapped back
+     * unprotected, then written: no dirty bit can show that write; eviction's content check
+     * must, or the remote copy would be stale. */
+    struct lethe *l = start_small(LETHE_DELIVERY_SIGNAL);
+    char *p = lethe_extent_alloc(l, 128 * PG, 0);
+    core_test_fill(p + 5 * PG, 5, 1);
+    for (unsigned i = 32; i < 64; i++)
+        (void)*(volatile char *)(p + i * PG);
+    cr_assert_eq(state_of(l, p + 5 * PG), LETHE_PS_REMOTE);
+    cr_assert_eq(core_test_check(p + 5 * PG, 5, 1), 0, "read back");
+    unsigned next = 64;
+    while (state_of(l, p + 5 * PG) != LETHE_PS_PARKED && next < 128)
+        (void)*(volatile char *)(p + next++ * PG);
+    cr_assert_eq(state_of(l, p + 5 * PG), LETHE_PS_PARKED);
+    (void)*(volatile char *)(p + 5 * PG); /* soft hit */
+    uint64_t w = lethe_pte_load(&l->pt[lethe_region_vpn(l->region, p + 5 * PG)]);
+    cr_assert_eq(lethe_pte_state(w), LETHE_PS_MAPPED);
+    cr_assert((w & LETHE_PTE_RVALID) && (w & LETHE_PTE_UNPROT) && !(w & LETHE_PTE_DIRTY));
+    core_test_fill(p + 5 * PG, 5, 2);
+    while (state_of(l, p + 5 * PG) != LETHE_PS_REMOTE && next < 128)
+        (void)*(volatile char *)(p + next++ * PG);
+    cr_assert_eq(state_of(l, p + 5 * PG), LETHE_PS_REMOTE);
+    cr_assert_eq(core_test_check(p + 5 * PG, 5, 2), 0, "the write reached the remote copy");
     lethe_stop(l);
 }
 

@@ -19,9 +19,10 @@
  * the page becomes untouched again and reads as zeros next time (fresh_discards). The page
  * is published REMOTE (or UNTOUCHED), then the frame returns to a freelist with the page's
  * memory still in its parking slot (slot_full), for the next page installed there
- * (lethe_frame_install); without UFFDIO_MOVE the slots are emptied first. A demoted page
- * marked UNPROT (installed unprotected) always scans as written: its scan is ignored and
- * eviction judges it by content; its change is a swap-out, not a late write.
+ * (lethe_frame_install); without UFFDIO_MOVE the slots are emptied first. A page marked
+ * UNPROT (installed or mapped back without write protection) would always scan as written: it
+ * is not scanned, eviction judges it by content, and its change is a swap-out, not a late
+ * write.
  * A write-back records the checksum of the bytes sent as its slot's; a failed write leaves
  * the slot's content unknown (checksum reset, pages put back dirty).
  */
@@ -149,15 +150,19 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
 
     sort_by_vpn(w, n);
     for (unsigned i = 0; i < n;) {
+        /* An unprotected page would always scan as written: it is not scanned, its content
+         * decides at eviction. The others are scanned in runs of consecutive vpns. */
+        if (w->words[i] & LETHE_PTE_UNPROT) {
+            i++;
+            continue;
+        }
         unsigned j = i + 1;
-        while (j < n && w->vpns[j] == w->vpns[j - 1] + 1)
+        while (j < n && w->vpns[j] == w->vpns[j - 1] + 1 && !(w->words[j] & LETHE_PTE_UNPROT))
             j++;
         int64_t rc = lethe_page_scan_dirty(lethe_rgn(l), w->vpns[i], j - i, w->bitmap);
         for (unsigned k = i; k < j; k++) {
             unsigned b = k - i;
-            /* an unprotected page always scans as written: its content decides at eviction */
-            bool written = rc < 0 || (!(w->words[k] & LETHE_PTE_UNPROT) &&
-                                      ((w->bitmap[b / 64] >> (b % 64)) & 1));
+            bool written = rc < 0 || ((w->bitmap[b / 64] >> (b % 64)) & 1);
             if (written)
                 w->words[k] =
                     (w->words[k] | LETHE_PTE_DIRTY) & ~(LETHE_PTE_FRESH | LETHE_PTE_RVALID);

@@ -6,12 +6,14 @@
  *   UNTOUCHED -> IN: take a frame, install a zero page: MAPPED, FRESH.            (demand_zero)
  *                    While frames are plentiful, the untouched pages after it in its block
  *                    of fault_around pages are zero-filled too, in one call.     (prefilled)
- *   REMOTE    -> IN: take a frame, read the remote slot into the vCPU's staging with no lock
- *                    held, verify its checksum against the slot's (a mismatch fails the
- *                    fault with -EIO: never install wrong data), install it write-clean:
- *                    MAPPED, RVALID.                                              (swap_ins)
+ *   REMOTE    -> IN: take a frame, read the remote slot with no lock held (into the page
+ *                    the frame's slot kept from an eviction, else the vCPU's staging),
+ *                    verify its checksum against the slot's (a mismatch fails the fault
+ *                    with -EIO: never install wrong data), install it: MAPPED, RVALID
+ *                    (and UNPROT when recycled).                                  (swap_ins)
  *   PARKED    -> IN: under the shard lock, move the frame to the active head
- *                    (promotion), then map the page back from its slot: MAPPED, REF. (soft_hits)
+ *                    (promotion), then map the page back from its slot without write
+ *                    protection: MAPPED, REF, UNPROT.                            (soft_hits)
  *   MAPPED    -> IN: a stale fault (queued before the install) or a page the kernel zapped:
  *                    install_zero tells which; -EEXIST: it is there, wake and return.
  *   IN:  thread delivery returns at once (the installer's ioctl wakes every thread waiting on
@@ -159,7 +161,9 @@ static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vc
         return rc;
     }
     uint64_t t0 = now_ns();
-    rc = lethe_channel_read(w->ch, slot, v->staging);
+    /* into the page an eviction left in the frame, if any: no staging copy */
+    void *buf = l->slot_full[f] ? lethe_region_slot(lethe_rgn(l), f) : v->staging;
+    rc = lethe_channel_read(w->ch, slot, buf);
     if (rc < 0) {
         lethe_error("page 0x%llx (vpn %llu): cannot read from %s", page_addr(l, vpn),
                     (unsigned long long)vpn, lethe_channel_error(w->ch));
@@ -168,7 +172,7 @@ static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vc
         lethe_page_wake(lethe_rgn(l), vpn, 1);
         return rc;
     }
-    if (lethe_page_checksum(v->staging) != lethe_slot_sum(&l->slots, slot)) {
+    if (lethe_page_checksum(buf) != lethe_slot_sum(&l->slots, slot)) {
         lethe_error("page 0x%llx (vpn %llu): checksum mismatch reading slot %llu from %s: remote "
                     "copy corrupted or stale",
                     page_addr(l, vpn), (unsigned long long)vpn, (unsigned long long)slot,
@@ -179,7 +183,7 @@ static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vc
         return -EIO;
     }
     uint64_t flags = LETHE_PTE_RVALID;
-    rc = lethe_frame_install(l, w, f, vpn, v->staging, &flags);
+    rc = lethe_frame_install(l, w, f, vpn, buf, &flags);
     if (rc == 0 || rc == -EEXIST) {
         if (rc == -EEXIST) {
             lethe_warn("page 0x%llx (vpn %llu): present while remote; keeping what is mapped",
@@ -215,9 +219,12 @@ static int fault_parked(struct lethe *l, struct lethe_worker *w, uint64_t vpn, s
     lethe_list_move_head(l->frames, &s->inactive, &s->active, f, LETHE_FL_ACTIVE);
     lethe_shard_unlock(s);
 
-    int rc = lethe_page_map_back(lethe_rgn(l), vpn, f);
+    /* Unprotected (no write-protect, no TLB flush for it): from now on the page is judged
+     * by content at eviction, its dirty bit kept as it is. */
+    int rc = lethe_page_map_back_unprotected(lethe_rgn(l), vpn, f);
     if (rc == 0) {
-        lethe_pte_publish(p, lethe_pte_with_state(in | LETHE_PTE_REF, LETHE_PS_MAPPED));
+        lethe_pte_publish(p, lethe_pte_with_state(in | LETHE_PTE_REF | LETHE_PTE_UNPROT,
+                                                  LETHE_PS_MAPPED));
         LETHE_COUNT(&w->cnt, soft_hits, 1);
         LETHE_COUNT(&w->cnt, promotions, 1);
         return 0;

@@ -172,8 +172,12 @@ int lethe_page_soft_unmap_batch(struct lethe_region *r, const uint64_t *vpns,
  * wake: a write by a thread that did not fault, landing between the move and the protect,
  * is not seen by the next scan (see docs/RUNTIME.md). */
 int lethe_page_map_back(struct lethe_region *r, uint64_t vpn, uint64_t frame);
+/* The same without the write-protect (one UFFDIO_MOVE, which wakes): the page arrives writable
+ * and unprotected, like a recycled install, and must be judged by content. */
+int lethe_page_map_back_unprotected(struct lethe_region *r, uint64_t vpn, uint64_t frame);
 /* Installs src (NULL: zeros) at vpn in the page that frame's parking slot still holds from an
- * eviction: the content is copied into that page, which is then moved in (one UFFDIO_MOVE,
+ * eviction: the content is copied into that page (src may be that page itself:
+ * lethe_region_slot, then nothing is copied), which is then moved in (one UFFDIO_MOVE,
  * which wakes the waiters). So an eviction need not free the page and an install need not
  * allocate one. The page arrives writable and NOT write-protected: dirty scans report it
  * written until a scan re-arms it, so the caller must judge it by content (the core's UNPROT

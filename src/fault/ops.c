@@ -399,16 +399,25 @@ int lethe_page_map_back(struct lethe_region *r, uint64_t vpn, uint64_t frame)
     return rc;
 }
 
+int lethe_page_map_back_unprotected(struct lethe_region *r, uint64_t vpn, uint64_t frame)
+{
+    if (!vpn_range_ok(r, vpn, 1) || frame >= r->nframes)
+        return -EINVAL;
+    if (r->has_move && !atomic_load_explicit(&r->child, memory_order_relaxed))
+        return map_back_move(r, vpn, frame, false);
+    return lethe_page_map_back(r, vpn, frame);
+}
+
 int lethe_page_install_recycled(struct lethe_region *r, uint64_t vpn, uint64_t frame,
                                 const void *src)
 {
     if (!vpn_range_ok(r, vpn, 1) || frame >= r->nframes || !r->has_move)
         return -EINVAL;
     void *slot = (void *)(uintptr_t)fault_slot_addr(r, frame);
-    if (src)
-        memcpy(slot, src, PG);
-    else
+    if (!src)
         memset(slot, 0, PG);
+    else if (src != slot)
+        memcpy(slot, src, PG);
     int rc;
     if (!atomic_load_explicit(&r->child, memory_order_relaxed)) {
         rc = map_back_move(r, vpn, frame, false);
