@@ -358,27 +358,24 @@ static int map_back_move(struct lethe_region *r, uint64_t vpn, uint64_t frame, b
         write_protect(r, vpn, 1, false);
         got = move_pages(r->uffd, dst, src, PG, mode);
     }
-    /* The kernel wakes the waiters only when the move reports success: a page that moved
-     * although the call said -EEXIST wakes nobody, so wake them here. */
-    bool wake = false;
-    if (got == -EEXIST && moved_anyway(src, dst)) {
+    /* The kernel wakes the waiters only when the move reports success without DONTWAKE; a
+     * page that moved although the call said -EEXIST is woken here like the others. */
+    bool woken = got >= 0 && !protect;
+    if (got == -EEXIST && moved_anyway(src, dst))
         got = PG;
-        wake = true;
-    }
     if (got == -EEXIST)
         fault_wake_range(r, vpn, 1);
     if (got < 0)
         return (int)got;
-    if (wake && !protect)
-        fault_wake_range(r, vpn, 1);
     if (protect) {
         /* The moved page arrives writable and unprotected: protect it before the waiters run. */
         int rc = write_protect(r, vpn, 1, true);
-        fault_wake_range(r, vpn, 1);
         if (rc < 0 && rc != -EAGAIN)
             lethe_warn("map_back: cannot write-protect page %llu (%s): it will scan as written",
                        (unsigned long long)vpn, strerror(-rc));
     }
+    if (!woken)
+        fault_wake_range(r, vpn, 1);
     return 0;
 }
 
