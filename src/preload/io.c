@@ -8,7 +8,9 @@
  * byte per page: a write access that changes nothing, even with another thread writing the
  * same byte), then make the call. A page demoted or evicted between the touch and the
  * kernel's copy makes the call fail with EFAULT before any data moved, and it is retried (up
- * to 8 times), or cuts the copy short: a short count, which these calls may always return.
+ * to 8 times, the piece halved each time down to one page: under pressure the rebalancer
+ * demotes pages within milliseconds, about what touching a budget of swapped-out pages
+ * takes), or cuts the copy short: a short count, which these calls may always return.
  *
  * At most a budget of bytes (an eighth of the cache, between 64 and 128 KiB) is touched before
  * each system call: the rebalancer may demote a touched page again at any time, so the window
@@ -19,20 +21,26 @@
  * socket calls, a request is cut to the budget and returns a short count, which those calls
  * may always return.
  *
+ * The path given to open, open64, openat and openat64 is read from user mode first, and the
+ * call retried after an EFAULT, the same way.
+ *
  * Wrapped: read, pread, pread64, readv, preadv, preadv64, write, pwrite, pwrite64, writev,
- * pwritev, pwritev64, recv, recvfrom, recvmsg, send, sendto, sendmsg. Not covered: calls
- * libc makes internally (stdio's own reads into FILE buffers, getdents, ...), other system
- * calls given heap buffers (futex on a heap word, stat into a heap struct, io_uring,
- * O_DIRECT), and a datagram whose receive fails with EFAULT is dropped by the kernel. In
- * thread delivery mode none of this is needed (the vCPUs serve kernel accesses too) and the
- * wrappers pass straight through.
+ * pwritev, pwritev64, recv, recvfrom, recvmsg, send, sendto, sendmsg, open, open64, openat,
+ * openat64 (stdio.c covers the stdio streams). Not covered: calls libc makes internally
+ * (getdents into a DIR's buffer, ...), other system calls given heap buffers or heap paths
+ * (futex on a heap word, stat, access, unlink or execve of a heap path, stat into a heap
+ * struct, io_uring, O_DIRECT), and a datagram whose receive fails with EFAULT is dropped by
+ * the kernel. In thread delivery mode none of this is needed (the vCPUs serve kernel accesses
+ * too) and the wrappers pass straight through.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -57,14 +65,14 @@ static struct lethe *signal_mode(void)
 /* Bytes touched before one system call. Small, because the window between the touch and the
  * kernel's copy is what lets the rebalancer demote (soft-unmap) a page again: touching 128 KiB
  * that must be swapped in takes about a millisecond. */
-static size_t budget(void)
+size_t io_budget(void)
 {
     uint64_t b = preload_config()->cache_size / 8;
     return b < MIN_BUDGET ? MIN_BUDGET : b > MAX_BUDGET ? MAX_BUDGET : (size_t)b;
 }
 
 /* Touches every page of [buf, buf+len) that lies in the region. */
-static void prefault(struct lethe *l, const void *buf, size_t len)
+void io_prefault(struct lethe *l, const void *buf, size_t len)
 {
     if (!buf || len == 0)
         return;
@@ -77,7 +85,16 @@ static void prefault(struct lethe *l, const void *buf, size_t len)
     }
 }
 
-static bool touches_region(struct lethe *l, const void *buf, size_t len)
+void io_touch_string(struct lethe *l, const char *s)
+{
+    if (!s || !lethe_in_region(l, s))
+        return;
+    /* strlen reads every page of the string from user mode; volatile so that it is done */
+    volatile size_t n = strlen(s);
+    (void)n;
+}
+
+bool io_touches_region(struct lethe *l, const void *buf, size_t len)
 {
     return buf && len &&
            (lethe_in_region(l, buf) || lethe_in_region(l, (const char *)buf + len - 1));
@@ -86,7 +103,7 @@ static bool touches_region(struct lethe *l, const void *buf, size_t len)
 static bool iov_touches_region(struct lethe *l, const struct iovec *iov, int n)
 {
     for (int i = 0; i < n; i++)
-        if (touches_region(l, iov[i].iov_base, iov[i].iov_len))
+        if (io_touches_region(l, iov[i].iov_base, iov[i].iov_len))
             return true;
     return false;
 }
@@ -94,31 +111,21 @@ static bool iov_touches_region(struct lethe *l, const struct iovec *iov, int n)
 /* Copies iov into out, cut to the budget; prefaults it; returns the new count. */
 static int prepare_iov(struct lethe *l, const struct iovec *iov, int n, struct iovec *out)
 {
-    size_t left = budget();
+    size_t left = io_budget();
     int k = 0;
     for (int i = 0; i < n && i < MAX_IOV_COPIED && left > 0; i++) {
         out[k] = iov[i];
         if (out[k].iov_len > left)
             out[k].iov_len = left;
         left -= out[k].iov_len;
-        prefault(l, out[k].iov_base, out[k].iov_len);
+        io_prefault(l, out[k].iov_base, out[k].iov_len);
         k++;
     }
     return k;
 }
 
-#define REAL(name, type)                                                                           \
-    static type real_##name;                                                                       \
-    static type get_##name(void)                                                                   \
-    {                                                                                              \
-        type f = __atomic_load_n(&real_##name, __ATOMIC_ACQUIRE);                                  \
-        if (!f) {                                                                                  \
-            f = (type)dlsym(RTLD_NEXT, #name);                                                     \
-            __atomic_store_n(&real_##name, f, __ATOMIC_RELEASE);                                   \
-        }                                                                                          \
-        return f;                                                                                  \
-    }
-
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*openat_fn)(int, const char *, int, ...);
 typedef ssize_t (*read_fn)(int, void *, size_t);
 typedef ssize_t (*write_fn)(int, const void *, size_t);
 typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
@@ -132,33 +139,37 @@ typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockad
 typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
 typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
 
-REAL(read, read_fn)
-REAL(write, write_fn)
-REAL(pread, pread_fn)
-REAL(pread64, pread_fn)
-REAL(pwrite, pwrite_fn)
-REAL(pwrite64, pwrite_fn)
-REAL(readv, readv_fn)
-REAL(writev, readv_fn)
-REAL(preadv, preadv_fn)
-REAL(preadv64, preadv_fn)
-REAL(pwritev, preadv_fn)
-REAL(pwritev64, preadv_fn)
-REAL(recv, recv_fn)
-REAL(send, send_fn)
-REAL(recvfrom, recvfrom_fn)
-REAL(sendto, sendto_fn)
-REAL(recvmsg, recvmsg_fn)
-REAL(sendmsg, sendmsg_fn)
+PRELOAD_REAL(open, open_fn)
+PRELOAD_REAL(open64, open_fn)
+PRELOAD_REAL(openat, openat_fn)
+PRELOAD_REAL(openat64, openat_fn)
+PRELOAD_REAL(read, read_fn)
+PRELOAD_REAL(write, write_fn)
+PRELOAD_REAL(pread, pread_fn)
+PRELOAD_REAL(pread64, pread_fn)
+PRELOAD_REAL(pwrite, pwrite_fn)
+PRELOAD_REAL(pwrite64, pwrite_fn)
+PRELOAD_REAL(readv, readv_fn)
+PRELOAD_REAL(writev, readv_fn)
+PRELOAD_REAL(preadv, preadv_fn)
+PRELOAD_REAL(preadv64, preadv_fn)
+PRELOAD_REAL(pwritev, preadv_fn)
+PRELOAD_REAL(pwritev64, preadv_fn)
+PRELOAD_REAL(recv, recv_fn)
+PRELOAD_REAL(send, send_fn)
+PRELOAD_REAL(recvfrom, recvfrom_fn)
+PRELOAD_REAL(sendto, sendto_fn)
+PRELOAD_REAL(recvmsg, recvmsg_fn)
+PRELOAD_REAL(sendmsg, sendmsg_fn)
 
 /* Runs CALL (an expression giving ssize_t) with buf's pages made present, retrying EFAULT. */
 #define WITH_PREFAULT(l, buf, len, CALL)                                                           \
     do {                                                                                           \
-        if ((len) > budget())                                                                      \
-            (len) = budget();                                                                      \
+        if ((len) > io_budget())                                                                      \
+            (len) = io_budget();                                                                      \
         ssize_t rc_ = -1;                                                                          \
         for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
-            prefault((l), (buf), (len));                                                           \
+            io_prefault((l), (buf), (len));                                                           \
             rc_ = (CALL);                                                                          \
             if (!(rc_ < 0 && errno == EFAULT))                                                     \
                 break;                                                                             \
@@ -182,6 +193,10 @@ REAL(sendmsg, sendmsg_fn)
 void io_init(void)
 {
     /* Resolved now, while the process is single-threaded and not in a signal handler. */
+    get_open();
+    get_open64();
+    get_openat();
+    get_openat64();
     get_read();
     get_write();
     get_pread();
@@ -243,17 +258,20 @@ static bool is_file(int fd)
 static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *buf, size_t len,
                           off_t off)
 {
-    size_t chunk = budget();
+    size_t chunk = io_budget();
     int file = -1; /* whether fd is a file: asked once a piece leaves something to do */
     size_t done = 0;
     do {
         size_t n = len - done < chunk ? len - done : chunk;
         ssize_t rc = -1;
         for (int t = 0; t < RETRIES; t++) {
-            prefault(l, buf + done, n);
+            io_prefault(l, buf + done, n);
             rc = piece(kind, fd, buf + done, n, off + (off_t)done);
             if (!(rc < 0 && errno == EFAULT))
                 break;
+            /* nothing moved: a smaller piece leaves less time between touch and copy */
+            n = n / 2 > LETHE_PAGE_SIZE ? n / 2 : LETHE_PAGE_SIZE;
+            n = n < len - done ? n : len - done;
         }
         if (rc < 0)
             return done ? (ssize_t)done : rc;
@@ -268,10 +286,64 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
     return (ssize_t)done;
 }
 
+/* The mode argument open and openat take when they create a file. */
+#define MODE_ARG(flags, mode)                                                                      \
+    do {                                                                                           \
+        if (((flags) & O_CREAT) || ((flags) & O_TMPFILE) == O_TMPFILE) {                           \
+            va_list ap;                                                                            \
+            va_start(ap, flags);                                                                   \
+            (mode) = va_arg(ap, mode_t);                                                           \
+            va_end(ap);                                                                            \
+        }                                                                                          \
+    } while (0)
+
+/* Runs CALL (an expression giving int) with the path made present, retrying EFAULT. */
+#define WITH_PATH(path, CALL)                                                                      \
+    do {                                                                                           \
+        struct lethe *l_ = signal_mode();                                                          \
+        int rc_ = -1;                                                                              \
+        for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
+            if (l_)                                                                                \
+                io_touch_string(l_, (path));                                                       \
+            rc_ = (CALL);                                                                          \
+            if (!l_ || !(rc_ < 0 && errno == EFAULT))                                              \
+                break;                                                                             \
+        }                                                                                          \
+        return rc_;                                                                                \
+    } while (0)
+
+int open(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MODE_ARG(flags, mode);
+    WITH_PATH(path, get_open()(path, flags, mode));
+}
+
+int open64(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MODE_ARG(flags, mode);
+    WITH_PATH(path, get_open64()(path, flags, mode));
+}
+
+int openat(int dir, const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MODE_ARG(flags, mode);
+    WITH_PATH(path, get_openat()(dir, path, flags, mode));
+}
+
+int openat64(int dir, const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    MODE_ARG(flags, mode);
+    WITH_PATH(path, get_openat64()(dir, path, flags, mode));
+}
+
 ssize_t read(int fd, void *buf, size_t len)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_read()(fd, buf, len);
     return prefaulted(l, PIECE_READ, fd, buf, len, 0);
 }
@@ -279,7 +351,7 @@ ssize_t read(int fd, void *buf, size_t len)
 ssize_t write(int fd, const void *buf, size_t len)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_write()(fd, buf, len);
     return prefaulted(l, PIECE_WRITE, fd, (char *)buf, len, 0);
 }
@@ -287,7 +359,7 @@ ssize_t write(int fd, const void *buf, size_t len)
 ssize_t pread(int fd, void *buf, size_t len, off_t off)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_pread()(fd, buf, len, off);
     return prefaulted(l, PIECE_PREAD, fd, buf, len, off);
 }
@@ -295,7 +367,7 @@ ssize_t pread(int fd, void *buf, size_t len, off_t off)
 ssize_t pread64(int fd, void *buf, size_t len, off_t off)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_pread64()(fd, buf, len, off);
     return prefaulted(l, PIECE_PREAD64, fd, buf, len, off);
 }
@@ -303,7 +375,7 @@ ssize_t pread64(int fd, void *buf, size_t len, off_t off)
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_pwrite()(fd, buf, len, off);
     return prefaulted(l, PIECE_PWRITE, fd, (char *)buf, len, off);
 }
@@ -311,7 +383,7 @@ ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_pwrite64()(fd, buf, len, off);
     return prefaulted(l, PIECE_PWRITE64, fd, (char *)buf, len, off);
 }
@@ -367,7 +439,7 @@ ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off)
 ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_recv()(fd, buf, len, flags);
     WITH_PREFAULT(l, buf, len, get_recv()(fd, buf, len, flags));
 }
@@ -375,7 +447,7 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_send()(fd, buf, len, flags);
     WITH_PREFAULT(l, buf, len, get_send()(fd, buf, len, flags));
 }
@@ -384,11 +456,11 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from
                  socklen_t *fromlen)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_recvfrom()(fd, buf, len, flags, from, fromlen);
     if (from && fromlen)
-        prefault(l, from, *fromlen);
-    prefault(l, fromlen, sizeof(*fromlen));
+        io_prefault(l, from, *fromlen);
+    io_prefault(l, fromlen, sizeof(*fromlen));
     WITH_PREFAULT(l, buf, len, get_recvfrom()(fd, buf, len, flags, from, fromlen));
 }
 
@@ -396,18 +468,18 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
                socklen_t tolen)
 {
     struct lethe *l = signal_mode();
-    if (!l || !touches_region(l, buf, len))
+    if (!l || !io_touches_region(l, buf, len))
         return get_sendto()(fd, buf, len, flags, to, tolen);
-    prefault(l, to, tolen);
+    io_prefault(l, to, tolen);
     WITH_PREFAULT(l, buf, len, get_sendto()(fd, buf, len, flags, to, tolen));
 }
 
 /* The small buffers of a msghdr besides its data: address and ancillary data. */
 static void prefault_msghdr(struct lethe *l, const struct msghdr *m)
 {
-    prefault(l, m, sizeof(*m));
-    prefault(l, m->msg_name, m->msg_namelen);
-    prefault(l, m->msg_control, m->msg_controllen);
+    io_prefault(l, m, sizeof(*m));
+    io_prefault(l, m->msg_name, m->msg_namelen);
+    io_prefault(l, m->msg_control, m->msg_controllen);
 }
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
@@ -416,9 +488,9 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
         return get_recvmsg()(fd, msg, flags);
     int n = (int)msg->msg_iovlen;
-    if (!iov_touches_region(l, msg->msg_iov, n) && !touches_region(l, msg, sizeof(*msg)) &&
-        !touches_region(l, msg->msg_name, msg->msg_namelen) &&
-        !touches_region(l, msg->msg_control, msg->msg_controllen))
+    if (!iov_touches_region(l, msg->msg_iov, n) && !io_touches_region(l, msg, sizeof(*msg)) &&
+        !io_touches_region(l, msg->msg_name, msg->msg_namelen) &&
+        !io_touches_region(l, msg->msg_control, msg->msg_controllen))
         return get_recvmsg()(fd, msg, flags);
     struct iovec v[MAX_IOV_COPIED];
     struct iovec *orig = msg->msg_iov;
@@ -446,9 +518,9 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
         return get_sendmsg()(fd, msg, flags);
     int n = (int)msg->msg_iovlen;
-    if (!iov_touches_region(l, msg->msg_iov, n) && !touches_region(l, msg, sizeof(*msg)) &&
-        !touches_region(l, msg->msg_name, msg->msg_namelen) &&
-        !touches_region(l, msg->msg_control, msg->msg_controllen))
+    if (!iov_touches_region(l, msg->msg_iov, n) && !io_touches_region(l, msg, sizeof(*msg)) &&
+        !io_touches_region(l, msg->msg_name, msg->msg_namelen) &&
+        !io_touches_region(l, msg->msg_control, msg->msg_controllen))
         return get_sendmsg()(fd, msg, flags);
     struct iovec v[MAX_IOV_COPIED];
     ssize_t rc = -1;

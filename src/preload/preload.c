@@ -220,6 +220,7 @@ __attribute__((constructor)) static void preload_init(void)
 {
     preload_find_own_code();
     io_init();
+    stdio_init();
     libc_safe_init();
     const char *path = getenv("LETHE_CONFIG");
     if (!path || !*path)
@@ -258,6 +259,7 @@ __attribute__((constructor)) static void preload_init(void)
         fail("the managed heap could not be set up");
     __atomic_store_n(&the_lethe, l, __ATOMIC_RELEASE);
     heap_enter_program_thread();
+    stdio_start();
     pthread_atfork(NULL, NULL, at_fork_child);
     atexit(at_exit);
     rc = stats_start(l);

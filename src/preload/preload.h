@@ -13,6 +13,8 @@
  *    region memory are translated;
  *  - io.c: in signal delivery mode, the I/O calls that hand a buffer to the kernel make the
  *    buffer's pages present first (the kernel cannot fault them in itself there);
+ *  - stdio.c: in signal delivery mode, stdio streams get their buffers outside the region,
+ *    and fread/fwrite/fputs/puts of heap memory go piece by piece, made present first;
  *  - libc_safe.c: strerror and the locale, made safe for runtime threads;
  *  - stats.c: the stats thread publishes to the shared stats segment and applies lethed's
  *    cache size requests.
@@ -22,6 +24,8 @@
 #ifndef LETHE_PRELOAD_H
 #define LETHE_PRELOAD_H
 
+#include <dlfcn.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -64,6 +68,34 @@ void stats_forget(void);
 
 /* io.c: resolves glibc's versions of the wrapped calls (the constructor calls it first). */
 void io_init(void);
+/* Bytes made present before one system call (an eighth of the cache, 64..128 KiB). */
+size_t io_budget(void);
+/* Touches every page of [buf, buf+len) that lies in the region, from user mode. */
+void io_prefault(struct lethe *l, const void *buf, size_t len);
+/* Reads the NUL-terminated string s from user mode when it starts in the region, so its
+ * pages are present when the kernel copies it (a path, a command line). */
+void io_touch_string(struct lethe *l, const char *s);
+/* Whether [buf, buf+len) touches the region. */
+bool io_touches_region(struct lethe *l, const void *buf, size_t len);
+
+/* stdio.c: resolves glibc's versions of the wrapped stdio calls (with io_init), then, once
+ * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */
+void stdio_init(void);
+void stdio_start(void);
+
+/* The next definition of `name` (glibc's) as a function of `type`, resolved on first use:
+ * defines real_<name> and get_<name>(). */
+#define PRELOAD_REAL(name, type)                                                                   \
+    static type real_##name;                                                                       \
+    static type get_##name(void)                                                                   \
+    {                                                                                              \
+        type f = __atomic_load_n(&real_##name, __ATOMIC_ACQUIRE);                                  \
+        if (!f) {                                                                                  \
+            f = (type)dlsym(RTLD_NEXT, #name);                                                     \
+            __atomic_store_n(&real_##name, f, __ATOMIC_RELEASE);                                   \
+        }                                                                                          \
+        return f;                                                                                  \
+    }
 /* libc_safe.c: the "C" locale object for runtime threads (the constructor calls init). */
 void libc_safe_init(void);
 void libc_safe_enter_runtime_thread(void);

@@ -1,0 +1,302 @@
+/* stdio.c — stdio streams made safe for signal delivery.
+ *
+ * With fault_delivery = signal a kernel access to a missing page of the region fails with
+ * EFAULT (see io.c). stdio makes its system calls inside glibc, where io.c's wrappers never
+ * see them, and glibc allocates a stream's buffer with malloc, that is in the region: a
+ * printf'd line that waits in stdout's buffer while the program works through its heap is
+ * flushed by a write() out of a page that has been evicted meanwhile, fails with EFAULT, and
+ * the output is lost without a word (exit() does not report a failed flush). Two measures,
+ * in signal mode only:
+ *
+ *  - Stream buffers outside the region. Every stream created through fopen, fopen64, fdopen,
+ *    freopen, freopen64, tmpfile, tmpfile64 or popen, and stdin and stdout at start-up, is
+ *    given a buffer at once from jemalloc's arena 0 (outside the region), sized and
+ *    line-buffered as glibc would have done it lazily (st_blksize up to BUFSIZ; line
+ *    buffering on a terminal). It is handed over with glibc's _IO_setb as the stream's own
+ *    buffer, so fclose and freopen free it as usual (free() takes blocks of both arenas).
+ *    A stream that already has a buffer (one that did I/O before start-up, or one the
+ *    program gave its own with setvbuf) and an unbuffered one (stderr) are left alone.
+ *
+ *  - fread, fwrite, fputs and puts with a buffer in the region: glibc moves a request at
+ *    least as long as the stream's buffer straight between the program's memory and the
+ *    file. These wrappers carry such a request out in budget-sized pieces (io.c's budget),
+ *    each made present first and retried after an EFAULT (the bytes before it counted, the
+ *    stream's error flag cleared), under the stream's lock so the request stays one
+ *    operation for other threads.
+ *
+ * Not covered: a formatted item longer than the stream's buffer (printf of a long heap
+ * string: vfprintf hands it to the stream directly), the _unlocked variants, wide-character
+ * I/O of long strings, and what other libc functions read or write into heap memory
+ * themselves (readdir's buffer, getaddrinfo). Those need fault_delivery = thread.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "preload/preload.h"
+
+#define RETRIES 8
+
+/* glibc's libio: hands a buffer to a stream; owned = 1 means the stream frees it. */
+typedef void (*setb_fn)(FILE *, char *, char *, int);
+/* The stream flag for an unbuffered stream (libio.h's _IO_UNBUFFERED). */
+#define LIBIO_UNBUFFERED 0x0002
+
+typedef FILE *(*fopen_fn)(const char *, const char *);
+typedef FILE *(*fdopen_fn)(int, const char *);
+typedef FILE *(*freopen_fn)(const char *, const char *, FILE *);
+typedef FILE *(*tmpfile_fn)(void);
+typedef size_t (*fread_fn)(void *, size_t, size_t, FILE *);
+typedef size_t (*fwrite_fn)(const void *, size_t, size_t, FILE *);
+typedef int (*fputs_fn)(const char *, FILE *);
+typedef int (*puts_fn)(const char *);
+
+PRELOAD_REAL(_IO_setb, setb_fn)
+PRELOAD_REAL(fopen, fopen_fn)
+PRELOAD_REAL(fopen64, fopen_fn)
+PRELOAD_REAL(popen, fopen_fn)
+PRELOAD_REAL(fdopen, fdopen_fn)
+PRELOAD_REAL(freopen, freopen_fn)
+PRELOAD_REAL(freopen64, freopen_fn)
+PRELOAD_REAL(tmpfile, tmpfile_fn)
+PRELOAD_REAL(tmpfile64, tmpfile_fn)
+PRELOAD_REAL(fread, fread_fn)
+PRELOAD_REAL(fwrite, fwrite_fn)
+PRELOAD_REAL(fputs, fputs_fn)
+PRELOAD_REAL(puts, puts_fn)
+
+/* The runtime when streams need care: signal delivery, runtime up. */
+static struct lethe *signal_mode(void)
+{
+    struct lethe *l = preload_lethe();
+    if (!l || preload_config()->fault_delivery != LETHE_DELIVERY_SIGNAL)
+        return NULL;
+    return l;
+}
+
+/* Gives f a buffer outside the region, unless it has one already or is unbuffered. */
+static void give_buffer(FILE *f)
+{
+    if (!f || !get__IO_setb() || !signal_mode())
+        return;
+    if (f->_IO_buf_base || (f->_flags & LIBIO_UNBUFFERED))
+        return;
+    size_t size = BUFSIZ;
+    bool terminal = false;
+    int fd = fileno(f);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        terminal = S_ISCHR(st.st_mode) && isatty(fd);
+        if (st.st_blksize > 0 && (size_t)st.st_blksize < size)
+            size = (size_t)st.st_blksize;
+    }
+    char *b = heap_runtime_alloc(size);
+    if (!b)
+        return; /* glibc allocates one itself, in the region */
+    flockfile(f);
+    bool given = !f->_IO_buf_base;
+    if (given) {
+        get__IO_setb()(f, b, b + size, 1);
+        if (terminal)
+            setvbuf(f, NULL, _IOLBF, 0); /* keeps the buffer, sets line buffering */
+    }
+    funlockfile(f);
+    if (!given)
+        heap_runtime_free(b);
+}
+
+void stdio_init(void)
+{
+    /* Resolved now, while the process is single-threaded and not in a signal handler. */
+    get__IO_setb();
+    get_fopen();
+    get_fopen64();
+    get_popen();
+    get_fdopen();
+    get_freopen();
+    get_freopen64();
+    get_tmpfile();
+    get_tmpfile64();
+    get_fread();
+    get_fwrite();
+    get_fputs();
+    get_puts();
+}
+
+void stdio_start(void)
+{
+    if (!signal_mode())
+        return;
+    if (!get__IO_setb()) {
+        lethe_warn("no _IO_setb in this libc: stdio buffers stay in the region, and a flush "
+                   "of one that was evicted fails with EFAULT in signal delivery mode");
+        return;
+    }
+    give_buffer(stdin);
+    give_buffer(stdout);
+}
+
+/* Runs OPEN (an expression giving FILE *) with the string s made present (a path or a
+ * command line, which the kernel copies in), retrying EFAULT; gives the stream a buffer. */
+#define OPENED(s, OPEN)                                                                            \
+    do {                                                                                           \
+        struct lethe *l_ = signal_mode();                                                          \
+        FILE *f_ = NULL;                                                                           \
+        for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
+            if (l_)                                                                                \
+                io_touch_string(l_, (s));                                                          \
+            f_ = (OPEN);                                                                           \
+            if (f_ || !l_ || errno != EFAULT)                                                      \
+                break;                                                                             \
+        }                                                                                          \
+        give_buffer(f_);                                                                           \
+        return f_;                                                                                 \
+    } while (0)
+
+FILE *fopen(const char *path, const char *mode)
+{
+    OPENED(path, get_fopen()(path, mode));
+}
+
+FILE *fopen64(const char *path, const char *mode)
+{
+    OPENED(path, get_fopen64()(path, mode));
+}
+
+FILE *popen(const char *command, const char *mode)
+{
+    OPENED(command, get_popen()(command, mode));
+}
+
+FILE *fdopen(int fd, const char *mode)
+{
+    FILE *f = get_fdopen()(fd, mode);
+    give_buffer(f);
+    return f;
+}
+
+/* freopen closes the stream first: a failed reopen cannot be retried. */
+FILE *freopen(const char *path, const char *mode, FILE *stream)
+{
+    struct lethe *l = signal_mode();
+    if (l)
+        io_touch_string(l, path);
+    FILE *f = get_freopen()(path, mode, stream);
+    give_buffer(f);
+    return f;
+}
+
+FILE *freopen64(const char *path, const char *mode, FILE *stream)
+{
+    struct lethe *l = signal_mode();
+    if (l)
+        io_touch_string(l, path);
+    FILE *f = get_freopen64()(path, mode, stream);
+    give_buffer(f);
+    return f;
+}
+
+FILE *tmpfile(void)
+{
+    FILE *f = get_tmpfile()();
+    give_buffer(f);
+    return f;
+}
+
+FILE *tmpfile64(void)
+{
+    FILE *f = get_tmpfile64()();
+    give_buffer(f);
+    return f;
+}
+
+/* Moves len bytes between buf and f, piece by piece, each piece made present first. An
+ * EFAULT (a page lost between touch and copy: under pressure the rebalancer demotes pages
+ * within milliseconds, and touching a budget of swapped-out pages takes about that long) is
+ * retried from where it stopped, with the piece halved down to a page when nothing moved,
+ * up to RETRIES times in a row without progress. Returns the bytes moved. The caller holds
+ * f's lock. */
+static size_t in_pieces(struct lethe *l, bool writing, char *buf, size_t len, FILE *f)
+{
+    size_t budget = io_budget(), chunk = budget, done = 0;
+    bool had_error = ferror(f) != 0;
+    int tries = 0;
+    while (done < len) {
+        size_t want = len - done < chunk ? len - done : chunk;
+        io_prefault(l, buf + done, want);
+        errno = 0;
+        size_t got = writing ? get_fwrite()(buf + done, 1, want, f)
+                             : get_fread()(buf + done, 1, want, f);
+        done += got;
+        if (got == want) {
+            tries = 0;
+            chunk = chunk * 2 < budget ? chunk * 2 : budget;
+            continue;
+        }
+        if (errno != EFAULT || had_error || !ferror(f))
+            break; /* end of file or a real error */
+        clearerr(f);
+        if (got > 0) {
+            tries = 0;
+            continue;
+        }
+        if (++tries >= RETRIES)
+            break; /* a page that keeps going before the kernel gets to it */
+        chunk = chunk / 2 > LETHE_PAGE_SIZE ? chunk / 2 : LETHE_PAGE_SIZE;
+    }
+    return done;
+}
+
+size_t fread(void *buf, size_t size, size_t n, FILE *f)
+{
+    struct lethe *l = signal_mode();
+    size_t len;
+    if (!l || __builtin_mul_overflow(size, n, &len) || !io_touches_region(l, buf, len))
+        return get_fread()(buf, size, n, f);
+    flockfile(f);
+    size_t done = in_pieces(l, false, buf, len, f);
+    funlockfile(f);
+    return done / size;
+}
+
+size_t fwrite(const void *buf, size_t size, size_t n, FILE *f)
+{
+    struct lethe *l = signal_mode();
+    size_t len;
+    if (!l || __builtin_mul_overflow(size, n, &len) || !io_touches_region(l, buf, len))
+        return get_fwrite()(buf, size, n, f);
+    flockfile(f);
+    size_t done = in_pieces(l, true, (char *)buf, len, f);
+    funlockfile(f);
+    return done / size;
+}
+
+int fputs(const char *s, FILE *f)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !lethe_in_region(l, s))
+        return get_fputs()(s, f);
+    size_t len = strlen(s);
+    flockfile(f);
+    size_t done = in_pieces(l, true, (char *)s, len, f);
+    funlockfile(f);
+    return done == len ? 1 : EOF;
+}
+
+int puts(const char *s)
+{
+    struct lethe *l = signal_mode();
+    if (!l || !lethe_in_region(l, s))
+        return get_puts()(s);
+    size_t len = strlen(s);
+    flockfile(stdout);
+    size_t done = in_pieces(l, true, (char *)s, len, stdout);
+    int rc = done == len && putc_unlocked('\n', stdout) != EOF ? 1 : EOF;
+    funlockfile(stdout);
+    return rc;
+}
