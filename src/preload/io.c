@@ -26,8 +26,8 @@
  *
  * Wrapped: read, pread, pread64, readv, preadv, preadv64, write, pwrite, pwrite64, writev,
  * pwritev, pwritev64, recv, recvfrom, recvmsg, send, sendto, sendmsg, open, open64, openat,
- * openat64 (stdio.c covers the stdio streams). Not covered: calls libc makes internally
- * (getdents into a DIR's buffer, ...), other system calls given heap buffers or heap paths
+ * openat64 (stdio.c covers the stdio streams and readdir). Not covered: calls libc makes
+ * internally elsewhere (getaddrinfo, ...), other system calls given heap buffers or heap paths
  * (futex on a heap word, stat, access, unlink or execve of a heap path, stat into a heap
  * struct, io_uring, O_DIRECT), and a datagram whose receive fails with EFAULT is dropped by
  * the kernel. In thread delivery mode none of this is needed (the vCPUs serve kernel accesses

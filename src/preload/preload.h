@@ -14,7 +14,8 @@
  *  - io.c: in signal delivery mode, the I/O calls that hand a buffer to the kernel make the
  *    buffer's pages present first (the kernel cannot fault them in itself there);
  *  - stdio.c: in signal delivery mode, stdio streams get their buffers outside the region,
- *    and fread/fwrite/fputs/puts of heap memory go piece by piece, made present first;
+ *    fread/fwrite/fputs/puts of heap memory go piece by piece, made present first, and
+ *    readdir makes its DIR's buffer present first;
  *  - libc_safe.c: strerror and the locale, made safe for runtime threads;
  *  - stats.c: the stats thread publishes to the shared stats segment and applies lethed's
  *    cache size requests.

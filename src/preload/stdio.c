@@ -1,12 +1,12 @@
-/* stdio.c — stdio streams made safe for signal delivery.
+/* stdio.c — stdio streams (and readdir) made safe for signal delivery.
  *
  * With fault_delivery = signal a kernel access to a missing page of the region fails with
  * EFAULT (see io.c). stdio makes its system calls inside glibc, where io.c's wrappers never
  * see them, and glibc allocates a stream's buffer with malloc, that is in the region: a
  * printf'd line that waits in stdout's buffer while the program works through its heap is
  * flushed by a write() out of a page that has been evicted meanwhile, fails with EFAULT, and
- * the output is lost without a word (exit() does not report a failed flush). Two measures,
- * in signal mode only:
+ * the output is lost without a word (exit() does not report a failed flush). In signal mode
+ * only:
  *
  *  - Stream buffers outside the region. Every stream created through fopen, fopen64, fdopen,
  *    freopen, freopen64, tmpfile, tmpfile64 or popen, and stdin and stdout at start-up, is
@@ -24,13 +24,21 @@
  *    stream's error flag cleared), under the stream's lock so the request stays one
  *    operation for other threads.
  *
+ *  - The path given to fopen and fopen64 and popen's command line are read from user mode
+ *    first, and the call retried after an EFAULT (freopen's path is read, not retried:
+ *    freopen has closed the stream by then).
+ *
+ *  - readdir and readdir64 make the DIR's block present first (below).
+ *
  * Not covered: a formatted item longer than the stream's buffer (printf of a long heap
  * string: vfprintf hands it to the stream directly), the _unlocked variants, wide-character
  * I/O of long strings, and what other libc functions read or write into heap memory
- * themselves (readdir's buffer, getaddrinfo). Those need fault_delivery = thread.
+ * themselves (readdir_r, scandir, getaddrinfo). Those need fault_delivery = thread.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,6 +63,8 @@ typedef size_t (*fread_fn)(void *, size_t, size_t, FILE *);
 typedef size_t (*fwrite_fn)(const void *, size_t, size_t, FILE *);
 typedef int (*fputs_fn)(const char *, FILE *);
 typedef int (*puts_fn)(const char *);
+typedef struct dirent *(*readdir_fn)(DIR *);
+typedef struct dirent64 *(*readdir64_fn)(DIR *);
 
 PRELOAD_REAL(_IO_setb, setb_fn)
 PRELOAD_REAL(fopen, fopen_fn)
@@ -69,6 +79,8 @@ PRELOAD_REAL(fread, fread_fn)
 PRELOAD_REAL(fwrite, fwrite_fn)
 PRELOAD_REAL(fputs, fputs_fn)
 PRELOAD_REAL(puts, puts_fn)
+PRELOAD_REAL(readdir, readdir_fn)
+PRELOAD_REAL(readdir64, readdir64_fn)
 
 /* The runtime when streams need care: signal delivery, runtime up. */
 static struct lethe *signal_mode(void)
@@ -126,6 +138,8 @@ void stdio_init(void)
     get_fwrite();
     get_fputs();
     get_puts();
+    get_readdir();
+    get_readdir64();
 }
 
 void stdio_start(void)
@@ -299,4 +313,42 @@ int puts(const char *s)
     int rc = done == len && putc_unlocked('\n', stdout) != EOF ? 1 : EOF;
     funlockfile(stdout);
     return rc;
+}
+
+/* readdir: glibc reads a directory with getdents into the DIR's own buffer, malloc'd by
+ * opendir, hence in the region. The kernel stops at the first entry it cannot copy: a refill
+ * whose pages went cold comes back short (what fits on the page of the DIR's header, which
+ * every readdir touches) or, when the first entry already crosses onto a missing page (the
+ * block starts anywhere in its page: jemalloc offsets large blocks by a random number of
+ * cache lines), fails with EFAULT, and readdir returns NULL as if the directory had ended —
+ * most programs never look at errno. So the DIR's block is made present before each call,
+ * and the call retried after an EFAULT (glibc's refill leaves its state as it was; the
+ * kernel moves the directory's position only past entries it copied). */
+#define READ_DIR(d, CALL)                                                                          \
+    do {                                                                                           \
+        struct lethe *l_ = signal_mode();                                                          \
+        if (!l_ || !lethe_in_region(l_, (d)))                                                      \
+            return (CALL);                                                                         \
+        size_t size_ = malloc_usable_size((d));                                                    \
+        int saved_ = errno;                                                                        \
+        for (int try_ = 0;; try_++) {                                                              \
+            io_prefault(l_, (d), size_);                                                           \
+            errno = 0;                                                                             \
+            __typeof__(CALL) e_ = (CALL);                                                          \
+            if (e_ || errno != EFAULT || try_ + 1 >= RETRIES) {                                    \
+                if (e_ || errno == 0)                                                              \
+                    errno = saved_;                                                                \
+                return e_;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+struct dirent *readdir(DIR *d)
+{
+    READ_DIR(d, get_readdir()(d));
+}
+
+struct dirent64 *readdir64(DIR *d)
+{
+    READ_DIR(d, get_readdir64()(d));
 }

@@ -14,17 +14,23 @@
  *  - fputs of a 192 KiB heap string that went cold, read back, compared;
  *  - 4 threads each fwrite 8 records of 96 KiB from cold heap buffers to one stream: every
  *    record must read back whole (an fwrite is one operation on the stream, even when
- *    carried out piece by piece).
+ *    carried out piece by piece);
+ *  - a directory of 2000 files listed with readdir, a churn after every 500 entries: every
+ *    file must be seen once (the DIR's buffer, where getdents writes, is heap memory).
  * Every result is checked: a short count, a stream error or different data prints what went
  * wrong to stderr and exits 1. The output on stdout is the same with and without Lethe.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define BIG   (2u << 20)
 #define STR   (192u << 10)
@@ -33,6 +39,7 @@
 #define WRITERS 4
 #define RECORDS 8
 #define RECORD (96u << 10)
+#define ENTRIES 2000
 #define LINE_LEN 3000
 
 static size_t churn_mib;
@@ -276,6 +283,53 @@ static void shared_stream(const char *dir)
     free(path);
 }
 
+static void directory(const char *dir)
+{
+    char *sub = path_in(dir, "entries");
+    if (mkdir(sub, 0700) != 0)
+        die("mkdir of the entries directory failed");
+    char name[64];
+    for (unsigned i = 0; i < ENTRIES; i++) {
+        snprintf(name, sizeof(name), "%s/entry-with-a-longish-name-%05u", sub, i);
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        if (fd < 0)
+            die("creating an entry failed");
+        close(fd);
+    }
+    DIR *d = opendir(sub);
+    unsigned char *seen = calloc(ENTRIES, 1);
+    if (!d || !seen)
+        die("opendir of the entries failed");
+    unsigned n = 0, others = 0;
+    errno = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        unsigned i;
+        if (sscanf(e->d_name, "entry-with-a-longish-name-%u", &i) == 1 && i < ENTRIES) {
+            if (seen[i]++)
+                die("an entry was listed twice");
+            if (++n % 500 == 0)
+                churn(60 + n);
+        } else {
+            others++;
+        }
+        errno = 0;
+    }
+    if (errno != 0)
+        die("readdir failed");
+    closedir(d);
+    if (n != ENTRIES || others != 2)
+        die("readdir did not list every entry once");
+    for (unsigned i = 0; i < ENTRIES; i++) {
+        snprintf(name, sizeof(name), "%s/entry-with-a-longish-name-%05u", sub, i);
+        unlink(name);
+    }
+    rmdir(sub);
+    printf("directory ok %u\n", n);
+    free(seen);
+    free(sub);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -291,6 +345,7 @@ int main(int argc, char **argv)
     blocks(argv[2]);
     long_string(argv[2]);
     shared_stream(argv[2]);
+    directory(argv[2]);
     printf("done\n");
     if (fflush(stdout) != 0)
         die("the last flush of stdout failed");
