@@ -42,6 +42,7 @@ struct stress_shared {
     char first_error[256];
     atomic_int error_claimed;
     atomic_bool stop_churn;
+    atomic_bool churn_started; /* the churn thread is in its first round */
     unsigned long churn_rounds;
 };
 
@@ -159,7 +160,11 @@ static inline void *stress_churn_main(void *arg)
     struct stress_shared *sh = arg;
     const unsigned n = 64;
     unsigned long rounds = 0;
-    while (!atomic_load(&sh->stop_churn)) {
+    atomic_store(&sh->churn_started, true);
+    for (;;) {
+        /* the first round always runs: the workers start only once it has begun */
+        if (rounds > 0 && atomic_load(&sh->stop_churn))
+            break;
         char *p = lethe_extent_alloc(sh->l, n * PG, 0);
         if (!p) {
             stress_report(sh, "churn: extent_alloc failed", 0, 0, 0);
@@ -250,7 +255,13 @@ static inline struct stress_result stress_run_config(const struct lethe_config *
     struct stress_worker args[STRESS_MAX_THREADS];
     pthread_t churn;
     atomic_init(&sh->stop_churn, false);
+    atomic_init(&sh->churn_started, false);
     pthread_create(&churn, NULL, stress_churn_main, sh);
+    /* On a loaded machine (2 CPUs, sanitizers, 8 workers) the churn thread was once not
+     * scheduled before the workers' 0.15 s were over: no round, a failed run. The workers
+     * start once it runs; the caller's alarm catches a churn thread that never does. */
+    while (!atomic_load(&sh->churn_started))
+        sched_yield();
     for (unsigned i = 0; i < threads; i++) {
         args[i] = (struct stress_worker){sh, i, 0};
         pthread_create(&t[i], NULL, stress_worker_main, &args[i]);
