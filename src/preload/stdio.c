@@ -194,25 +194,26 @@ FILE *fdopen(int fd, const char *mode)
     return f;
 }
 
-/* freopen closes the stream first: a failed reopen cannot be retried. */
-FILE *freopen(const char *path, const char *mode, FILE *stream)
+/* freopen closes the stream first: a failed reopen cannot be retried, so the path is only
+ * made present. */
+static FILE *reopened(freopen_fn call, const char *path, const char *mode, FILE *stream)
 {
     struct lethe *l = signal_mode();
     if (l)
         io_touch_string(l, path);
-    FILE *f = get_freopen()(path, mode, stream);
+    FILE *f = call(path, mode, stream);
     give_buffer(f);
     return f;
 }
 
+FILE *freopen(const char *path, const char *mode, FILE *stream)
+{
+    return reopened(get_freopen(), path, mode, stream);
+}
+
 FILE *freopen64(const char *path, const char *mode, FILE *stream)
 {
-    struct lethe *l = signal_mode();
-    if (l)
-        io_touch_string(l, path);
-    FILE *f = get_freopen64()(path, mode, stream);
-    give_buffer(f);
-    return f;
+    return reopened(get_freopen64(), path, mode, stream);
 }
 
 FILE *tmpfile(void)
