@@ -146,3 +146,11 @@ Test(programs, stdio_streams_under_signal_delivery)
     char *cmd[] = {TL_PROG("app_stdio"), "8", tl_dir, NULL};
     same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
 }
+
+Test(programs, formatted_output_of_a_fortified_program_under_signal_delivery)
+{
+    /* the same program built with _FORTIFY_SOURCE=2: fprintf, vfprintf and dprintf of a cold
+     * 192 KiB heap string arrive as __fprintf_chk, __vfprintf_chk and __dprintf_chk */
+    char *cmd[] = {TL_PROG("app_stdio_fortified"), "8", tl_dir, "formatted", NULL};
+    same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
+}

@@ -26,7 +26,9 @@
  *
  * Wrapped: read, pread, pread64, readv, preadv, preadv64, write, pwrite, pwrite64, writev,
  * pwritev, pwritev64, recv, recvfrom, recvmsg, send, sendto, sendmsg, open, open64, openat,
- * openat64 (stdio.c covers the stdio streams and readdir). Not covered: calls libc makes
+ * openat64, and the _FORTIFY_SOURCE forms a fortified program calls instead (__read_chk,
+ * __pread_chk, __pread64_chk, __recv_chk, __recvfrom_chk, __open_2, __open64_2, __openat_2,
+ * __openat64_2; stdio.c covers the stdio streams and readdir, printf.c formatted output). Not covered: calls libc makes
  * internally elsewhere (getaddrinfo, ...), other system calls given heap buffers or heap paths
  * (futex on a heap word, stat, access, unlink or execve of a heap path, stat into a heap
  * struct, io_uring, O_DIRECT), and a datagram whose receive fails with EFAULT is dropped by
@@ -162,6 +164,24 @@ PRELOAD_REAL(sendto, sendto_fn)
 PRELOAD_REAL(recvmsg, recvmsg_fn)
 PRELOAD_REAL(sendmsg, sendmsg_fn)
 
+/* The _FORTIFY_SOURCE entry points (bits/unistd.h, bits/fcntl2.h, bits/socket2.h). */
+typedef ssize_t (*read_chk_fn)(int, void *, size_t, size_t);
+typedef ssize_t (*pread_chk_fn)(int, void *, size_t, off_t, size_t);
+typedef ssize_t (*recv_chk_fn)(int, void *, size_t, size_t, int);
+typedef ssize_t (*recvfrom_chk_fn)(int, void *, size_t, size_t, int, struct sockaddr *,
+                                   socklen_t *);
+typedef int (*open_2_fn)(const char *, int);
+typedef int (*openat_2_fn)(int, const char *, int);
+PRELOAD_REAL(__read_chk, read_chk_fn)
+PRELOAD_REAL(__pread_chk, pread_chk_fn)
+PRELOAD_REAL(__pread64_chk, pread_chk_fn)
+PRELOAD_REAL(__recv_chk, recv_chk_fn)
+PRELOAD_REAL(__recvfrom_chk, recvfrom_chk_fn)
+PRELOAD_REAL(__open_2, open_2_fn)
+PRELOAD_REAL(__open64_2, open_2_fn)
+PRELOAD_REAL(__openat_2, openat_2_fn)
+PRELOAD_REAL(__openat64_2, openat_2_fn)
+
 /* Runs CALL (an expression giving ssize_t) with buf's pages made present, retrying EFAULT. */
 #define WITH_PREFAULT(l, buf, len, CALL)                                                           \
     do {                                                                                           \
@@ -215,6 +235,15 @@ void io_init(void)
     get_sendto();
     get_recvmsg();
     get_sendmsg();
+    get___read_chk();
+    get___pread_chk();
+    get___pread64_chk();
+    get___recv_chk();
+    get___recvfrom_chk();
+    get___open_2();
+    get___open64_2();
+    get___openat_2();
+    get___openat64_2();
 }
 
 /* One budget-sized piece of a read or write at buf+done (offset off+done when positional). */
@@ -535,4 +564,65 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
             break;
     }
     return rc;
+}
+
+/* The fortified forms, which programs built with _FORTIFY_SOURCE (as distributions build
+ * them) call instead wherever the compiler knows the buffer's size. A request longer than the
+ * buffer goes to glibc's own, which reports the overflow and aborts; any other is the plain
+ * call above. __open_2 and the like (open without a mode, flags not known at compile time)
+ * check their flags in glibc's own, with the path made present first. */
+ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+    if (len > buflen)
+        return get___read_chk()(fd, buf, len, buflen);
+    return read(fd, buf, len);
+}
+
+ssize_t __pread_chk(int fd, void *buf, size_t len, off_t off, size_t buflen)
+{
+    if (len > buflen)
+        return get___pread_chk()(fd, buf, len, off, buflen);
+    return pread(fd, buf, len, off);
+}
+
+ssize_t __pread64_chk(int fd, void *buf, size_t len, off_t off, size_t buflen)
+{
+    if (len > buflen)
+        return get___pread64_chk()(fd, buf, len, off, buflen);
+    return pread64(fd, buf, len, off);
+}
+
+ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+    if (len > buflen)
+        return get___recv_chk()(fd, buf, len, buflen, flags);
+    return recv(fd, buf, len, flags);
+}
+
+ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+                       struct sockaddr *from, socklen_t *fromlen)
+{
+    if (len > buflen)
+        return get___recvfrom_chk()(fd, buf, len, buflen, flags, from, fromlen);
+    return recvfrom(fd, buf, len, flags, from, fromlen);
+}
+
+int __open_2(const char *path, int flags)
+{
+    WITH_PATH(path, get___open_2()(path, flags));
+}
+
+int __open64_2(const char *path, int flags)
+{
+    WITH_PATH(path, get___open64_2()(path, flags));
+}
+
+int __openat_2(int dir, const char *path, int flags)
+{
+    WITH_PATH(path, get___openat_2()(dir, path, flags));
+}
+
+int __openat64_2(int dir, const char *path, int flags)
+{
+    WITH_PATH(path, get___openat64_2()(dir, path, flags));
 }

@@ -16,6 +16,8 @@
  *  - stdio.c: in signal delivery mode, stdio streams get their buffers outside the region,
  *    fread/fwrite/fputs/puts of heap memory go piece by piece, made present first, and
  *    readdir makes its DIR's buffer present first;
+ *  - printf.c: in signal delivery mode, the printf family formats outside the region and
+ *    writes the result with fwrite or write;
  *  - libc_safe.c: strerror and the locale, made safe for runtime threads;
  *  - stats.c: the stats thread publishes to the shared stats segment and applies lethed's
  *    cache size requests.
@@ -83,6 +85,11 @@ bool io_touches_region(struct lethe *l, const void *buf, size_t len);
  * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */
 void stdio_init(void);
 void stdio_start(void);
+/* The runtime when stdio needs care (signal delivery, runtime up), else NULL. */
+struct lethe *stdio_signal_mode(void);
+
+/* printf.c: resolves glibc's formatted-output calls (stdio_init calls it). */
+void printf_init(void);
 
 /* The next definition of `name` (glibc's) as a function of `type`, resolved on first use:
  * defines real_<name> and get_<name>(). */

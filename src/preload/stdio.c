@@ -17,12 +17,12 @@
  *    A stream that already has a buffer (one that did I/O before start-up, or one the
  *    program gave its own with setvbuf) and an unbuffered one (stderr) are left alone.
  *
- *  - fread, fwrite, fputs and puts with a buffer in the region: glibc moves a request at
- *    least as long as the stream's buffer straight between the program's memory and the
- *    file. These wrappers carry such a request out in budget-sized pieces (io.c's budget),
- *    each made present first and retried after an EFAULT (the bytes before it counted, the
- *    stream's error flag cleared), under the stream's lock so the request stays one
- *    operation for other threads.
+ *  - fread (and __fread_chk, its fortified form), fwrite, fputs and puts with a buffer in the
+ *    region: glibc moves a request at least as long as the stream's buffer straight between
+ *    the program's memory and the file. These wrappers carry such a request out in
+ *    budget-sized pieces (io.c's budget), each made present first and retried after an
+ *    EFAULT (the bytes before it counted, the stream's error flag cleared), under the
+ *    stream's lock so the request stays one operation for other threads.
  *
  *  - The path given to fopen and fopen64 and popen's command line are read from user mode
  *    first, and the call retried after an EFAULT (freopen's path is read, not retried:
@@ -30,10 +30,11 @@
  *
  *  - readdir and readdir64 make the DIR's block present first (below).
  *
- * Not covered: a formatted item longer than the stream's buffer (printf of a long heap
- * string: vfprintf hands it to the stream directly), the _unlocked variants, wide-character
- * I/O of long strings, and what other libc functions read or write into heap memory
- * themselves (readdir_r, scandir, getaddrinfo). Those need fault_delivery = thread.
+ *  - The printf family formats outside the region first (printf.c).
+ *
+ * Not covered: the _unlocked variants, wide-character I/O of long strings, and what other
+ * libc functions read or write into heap memory themselves (readdir_r, scandir,
+ * getaddrinfo). Those need fault_delivery = thread.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -81,6 +82,8 @@ PRELOAD_REAL(fputs, fputs_fn)
 PRELOAD_REAL(puts, puts_fn)
 PRELOAD_REAL(readdir, readdir_fn)
 PRELOAD_REAL(readdir64, readdir64_fn)
+typedef size_t (*fread_chk_fn)(void *, size_t, size_t, size_t, FILE *);
+PRELOAD_REAL(__fread_chk, fread_chk_fn)
 
 /* The runtime when streams need care: signal delivery, runtime up. */
 static struct lethe *signal_mode(void)
@@ -89,6 +92,11 @@ static struct lethe *signal_mode(void)
     if (!l || preload_config()->fault_delivery != LETHE_DELIVERY_SIGNAL)
         return NULL;
     return l;
+}
+
+struct lethe *stdio_signal_mode(void)
+{
+    return signal_mode();
 }
 
 /* Gives f a buffer outside the region, unless it has one already or is unbuffered. */
@@ -140,6 +148,8 @@ void stdio_init(void)
     get_puts();
     get_readdir();
     get_readdir64();
+    get___fread_chk();
+    printf_init();
 }
 
 void stdio_start(void)
@@ -277,6 +287,16 @@ size_t fread(void *buf, size_t size, size_t n, FILE *f)
     size_t done = in_pieces(l, false, buf, len, f);
     funlockfile(f);
     return done / size;
+}
+
+/* fread as a program built with _FORTIFY_SOURCE calls it: one asking for more than its
+ * buffer holds goes to glibc's, which reports the overflow and aborts. */
+size_t __fread_chk(void *buf, size_t buflen, size_t size, size_t n, FILE *f)
+{
+    size_t len;
+    if (__builtin_mul_overflow(size, n, &len) || len > buflen)
+        return get___fread_chk()(buf, buflen, size, n, f);
+    return fread(buf, size, n, f);
 }
 
 size_t fwrite(const void *buf, size_t size, size_t n, FILE *f)

@@ -1,7 +1,7 @@
 /* app_stdio.c — a program for lethed's tests: stdio streams whose data passes through the
  * heap while the heap is swapped.
  *
- *   app_stdio MIB DIR
+ *   app_stdio MIB DIR [formatted]
  *
  * Between two uses of each stream it churns MIB MiB of heap (filled and checked twice), so
  * that under Lethe with a smaller cache every page it touched before — its stream buffers,
@@ -12,19 +12,25 @@
  *  - fwrite of a 2 MiB heap buffer that went cold, fread of it into a fresh (never touched)
  *    heap buffer, compared;
  *  - fputs of a 192 KiB heap string that went cold, read back, compared;
+ *  - a 192 KiB heap string that went cold, formatted with fprintf, vfprintf and dprintf (one
+ *    item far longer than a stream's buffer), each file read back and compared;
  *  - 4 threads each fwrite 8 records of 96 KiB from cold heap buffers to one stream: every
  *    record must read back whole (an fwrite is one operation on the stream, even when
  *    carried out piece by piece);
  *  - a directory of 2000 files listed with readdir, a churn after every 500 entries: every
  *    file must be seen once (the DIR's buffer, where getdents writes, is heap memory).
- * Every result is checked: a short count, a stream error or different data prints what went
- * wrong to stderr and exits 1. The output on stdout is the same with and without Lethe.
+ * With "formatted" it does only stdout and the formatted output (the test of the fortified
+ * build, whose printf calls are glibc's __printf_chk family). Every result is checked: a
+ * short count, a stream error or different data prints what went wrong to stderr and exits 1.
+ * The output on stdout is the same with and without Lethe.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +216,73 @@ static void long_string(const char *dir)
     free(path);
 }
 
+/* fprintf through vfprintf, as a program's own printf-like helper does it. */
+static int formatted_v(FILE *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vfprintf(f, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+/* Reads path back: it must hold exactly the lines "<s|i>" for i = 0 .. lines-1. */
+static void check_formatted(const char *path, const char *s, int lines)
+{
+    FILE *f = fopen(path, "r");
+    char *back = malloc(STR + 64), *want = malloc(STR + 64);
+    if (!f || !back || !want)
+        die("reading formatted output back could not start");
+    for (int i = 0; i < lines; i++) {
+        int len = snprintf(want, STR + 64, "<%s|%d>\n", s, i);
+        if (fread(back, 1, (size_t)len, f) != (size_t)len || memcmp(back, want, (size_t)len) != 0)
+            die("formatted output read back differs");
+    }
+    if (fread(back, 1, 1, f) != 0)
+        die("formatted output is longer than written");
+    fclose(f);
+    free(want);
+    free(back);
+}
+
+/* A cold heap string as one formatted item, far longer than the stream's buffer: glibc
+ * writes such an item from the program's memory straight to the file. */
+static void formatted(const char *dir)
+{
+    char *path = path_in(dir, "formatted.txt"), *dpath = path_in(dir, "dprintf.txt");
+    char *s = malloc(STR + 1);
+    if (!s)
+        die("malloc of the formatted string failed");
+    for (size_t i = 0; i < STR; i++)
+        s[i] = (char)('A' + mix(i + 99) % 26);
+    s[STR] = '\0';
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die("fopen of the formatted file failed");
+    int want = (int)STR + 5;
+    churn(8);
+    if (fprintf(f, "<%s|%d>\n", s, 0) != want)
+        die("fprintf of a cold heap string came up short");
+    churn(9);
+    if (formatted_v(f, "<%s|%d>\n", s, 1) != want)
+        die("vfprintf of a cold heap string came up short");
+    if (fclose(f) != 0)
+        die("fclose of the formatted file failed");
+    check_formatted(path, s, 2);
+    int fd = open(dpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        die("open of the dprintf file failed");
+    churn(10);
+    if (dprintf(fd, "<%s|%d>\n", s, 0) != want)
+        die("dprintf of a cold heap string came up short");
+    close(fd);
+    check_formatted(dpath, s, 1);
+    printf("formatted ok\n");
+    free(s);
+    free(dpath);
+    free(path);
+}
+
 struct writer {
     FILE *f;
     unsigned id;
@@ -332,8 +405,9 @@ static void directory(const char *dir)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: app_stdio MIB DIR\n");
+    bool only_formatted = argc == 4 && strcmp(argv[3], "formatted") == 0;
+    if (argc != 3 && !only_formatted) {
+        fprintf(stderr, "usage: app_stdio MIB DIR [formatted]\n");
         return 2;
     }
     churn_mib = strtoull(argv[1], NULL, 10);
@@ -341,11 +415,16 @@ int main(int argc, char **argv)
     churn(0);
     if (fflush(stdout) != 0)
         die("flushing stdout after the churn failed");
-    lines(argv[2]);
-    blocks(argv[2]);
-    long_string(argv[2]);
-    shared_stream(argv[2]);
-    directory(argv[2]);
+    if (only_formatted) {
+        formatted(argv[2]);
+    } else {
+        lines(argv[2]);
+        blocks(argv[2]);
+        long_string(argv[2]);
+        formatted(argv[2]);
+        shared_stream(argv[2]);
+        directory(argv[2]);
+    }
     printf("done\n");
     if (fflush(stdout) != 0)
         die("the last flush of stdout failed");
