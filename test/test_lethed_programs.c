@@ -147,6 +147,14 @@ Test(programs, stdio_streams_under_signal_delivery)
     same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
 }
 
+Test(programs, heap_paths_structs_and_wait_arrays_under_signal_delivery)
+{
+    /* stat/access/rename/unlink/mkdir/rmdir of cold heap paths into cold heap structs,
+     * fstat, poll/ppoll and epoll_wait/epoll_pwait on cold heap arrays, in a 2 MiB cache */
+    char *cmd[] = {TL_PROG("app_calls"), "4", tl_dir, NULL};
+    same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
+}
+
 Test(programs, formatted_output_of_a_fortified_program_under_signal_delivery)
 {
     /* the same program built with _FORTIFY_SOURCE=2: fprintf, vfprintf and dprintf of a cold

@@ -13,6 +13,9 @@
  *    region memory are translated;
  *  - io.c: in signal delivery mode, the I/O calls that hand a buffer to the kernel make the
  *    buffer's pages present first (the kernel cannot fault them in itself there);
+ *  - calls.c: in signal delivery mode, calls given a heap path, a heap struct or a heap array
+ *    (stat, access, unlink, rename, mkdir, opendir, getcwd, poll, epoll_wait...) make it
+ *    present first and retry EFAULT;
  *  - stdio.c: in signal delivery mode, stdio streams get their buffers outside the region,
  *    fread/fwrite/fputs/puts of heap memory go piece by piece, made present first, and
  *    readdir makes its DIR's buffer present first;
@@ -80,6 +83,9 @@ void io_prefault(struct lethe *l, const void *buf, size_t len);
 void io_touch_string(struct lethe *l, const char *s);
 /* Whether [buf, buf+len) touches the region. */
 bool io_touches_region(struct lethe *l, const void *buf, size_t len);
+
+/* calls.c: resolves glibc's versions of the path, stat and event-wait calls it wraps. */
+void calls_init(void);
 
 /* stdio.c: resolves glibc's versions of the wrapped stdio calls (with io_init), then, once
  * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */
