@@ -41,14 +41,6 @@
 
 #define RETRIES 8
 
-static struct lethe *signal_mode(void)
-{
-    struct lethe *l = preload_lethe();
-    if (!l || preload_config()->fault_delivery != LETHE_DELIVERY_SIGNAL)
-        return NULL;
-    return l;
-}
-
 /* Makes len bytes at p present (at most a budget: a larger struct the kernel fills is rare). */
 static void present(struct lethe *l, const void *p, size_t len)
 {
@@ -60,7 +52,7 @@ static void present(struct lethe *l, const void *p, size_t len)
  * fails with EFAULT; FAILED(rc) tells a failure. Returns CALL's result. */
 #define RETRIED(type, PREPARE, CALL, FAILED)                                                       \
     do {                                                                                           \
-        struct lethe *l = signal_mode();                                                           \
+        struct lethe *l = io_signal_mode();                                                        \
         if (!l)                                                                                    \
             return (CALL);                                                                         \
         type rc_ = (type)0;                                                                        \
@@ -283,7 +275,7 @@ DIR *opendir(const char *path)
 
 char *getcwd(char *buf, size_t size)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l)
         return get_getcwd()(buf, size);
     if (buf) {
@@ -360,7 +352,7 @@ static const struct timespec *ts_left(const struct timespec *ts, const struct ti
 
 int poll(struct pollfd *fds, nfds_t n, int ms)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || n == 0 || !io_touches_region(l, fds, n * sizeof(*fds)))
         return get_poll()(fds, n, ms);
     WAITED(fds, n * sizeof(*fds), get_poll()(fds, n, try_ ? ms_left(ms, &start_) : ms));
@@ -368,7 +360,7 @@ int poll(struct pollfd *fds, nfds_t n, int ms)
 
 int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || n == 0 || !io_touches_region(l, fds, n * sizeof(*fds)))
         return get_ppoll()(fds, n, ts, mask);
     WAITED(fds, n * sizeof(*fds),
@@ -377,7 +369,7 @@ int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_
 
 int epoll_wait(int ep, struct epoll_event *events, int max, int ms)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || max <= 0 || !io_touches_region(l, events, (size_t)max * sizeof(*events)))
         return get_epoll_wait()(ep, events, max, ms);
     WAITED(events, (size_t)max * sizeof(*events),
@@ -386,7 +378,7 @@ int epoll_wait(int ep, struct epoll_event *events, int max, int ms)
 
 int epoll_pwait(int ep, struct epoll_event *events, int max, int ms, const sigset_t *mask)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || max <= 0 || !io_touches_region(l, events, (size_t)max * sizeof(*events)))
         return get_epoll_pwait()(ep, events, max, ms, mask);
     WAITED(events, (size_t)max * sizeof(*events),

@@ -57,7 +57,7 @@
 #define MAX_IOV_COPIED 1024
 
 /* The runtime when the calling thread's buffers need care: signal delivery, runtime up. */
-static struct lethe *signal_mode(void)
+struct lethe *io_signal_mode(void)
 {
     struct lethe *l = preload_lethe();
     if (!l || preload_config()->fault_delivery != LETHE_DELIVERY_SIGNAL)
@@ -330,7 +330,7 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
 /* Runs CALL (an expression giving int) with the path made present, retrying EFAULT. */
 #define WITH_PATH(path, CALL)                                                                      \
     do {                                                                                           \
-        struct lethe *l_ = signal_mode();                                                          \
+        struct lethe *l_ = io_signal_mode();                                                       \
         int rc_ = -1;                                                                              \
         for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
             if (l_)                                                                                \
@@ -372,7 +372,7 @@ int openat64(int dir, const char *path, int flags, ...)
 
 ssize_t read(int fd, void *buf, size_t len)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_read()(fd, buf, len);
     return prefaulted(l, PIECE_READ, fd, buf, len, 0);
@@ -380,7 +380,7 @@ ssize_t read(int fd, void *buf, size_t len)
 
 ssize_t write(int fd, const void *buf, size_t len)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_write()(fd, buf, len);
     return prefaulted(l, PIECE_WRITE, fd, (char *)buf, len, 0);
@@ -388,7 +388,7 @@ ssize_t write(int fd, const void *buf, size_t len)
 
 ssize_t pread(int fd, void *buf, size_t len, off_t off)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_pread()(fd, buf, len, off);
     return prefaulted(l, PIECE_PREAD, fd, buf, len, off);
@@ -396,7 +396,7 @@ ssize_t pread(int fd, void *buf, size_t len, off_t off)
 
 ssize_t pread64(int fd, void *buf, size_t len, off_t off)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_pread64()(fd, buf, len, off);
     return prefaulted(l, PIECE_PREAD64, fd, buf, len, off);
@@ -404,7 +404,7 @@ ssize_t pread64(int fd, void *buf, size_t len, off_t off)
 
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_pwrite()(fd, buf, len, off);
     return prefaulted(l, PIECE_PWRITE, fd, (char *)buf, len, off);
@@ -412,7 +412,7 @@ ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 
 ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_pwrite64()(fd, buf, len, off);
     return prefaulted(l, PIECE_PWRITE64, fd, (char *)buf, len, off);
@@ -420,7 +420,7 @@ ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off)
 
 ssize_t readv(int fd, const struct iovec *iov, int n)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_readv()(fd, iov, n);
     WITH_PREFAULT_IOV(l, iov, n, get_readv()(fd, v, k));
@@ -428,7 +428,7 @@ ssize_t readv(int fd, const struct iovec *iov, int n)
 
 ssize_t writev(int fd, const struct iovec *iov, int n)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_writev()(fd, iov, n);
     WITH_PREFAULT_IOV(l, iov, n, get_writev()(fd, v, k));
@@ -436,7 +436,7 @@ ssize_t writev(int fd, const struct iovec *iov, int n)
 
 ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_preadv()(fd, iov, n, off);
     WITH_PREFAULT_IOV(l, iov, n, get_preadv()(fd, v, k, off));
@@ -444,7 +444,7 @@ ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off)
 
 ssize_t preadv64(int fd, const struct iovec *iov, int n, off_t off)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_preadv64()(fd, iov, n, off);
     WITH_PREFAULT_IOV(l, iov, n, get_preadv64()(fd, v, k, off));
@@ -452,7 +452,7 @@ ssize_t preadv64(int fd, const struct iovec *iov, int n, off_t off)
 
 ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_pwritev()(fd, iov, n, off);
     WITH_PREFAULT_IOV(l, iov, n, get_pwritev()(fd, v, k, off));
@@ -460,7 +460,7 @@ ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
 
 ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_pwritev64()(fd, iov, n, off);
     WITH_PREFAULT_IOV(l, iov, n, get_pwritev64()(fd, v, k, off));
@@ -468,7 +468,7 @@ ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off)
 
 ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_recv()(fd, buf, len, flags);
     WITH_PREFAULT(l, buf, len, get_recv()(fd, buf, len, flags));
@@ -476,7 +476,7 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 
 ssize_t send(int fd, const void *buf, size_t len, int flags)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_send()(fd, buf, len, flags);
     WITH_PREFAULT(l, buf, len, get_send()(fd, buf, len, flags));
@@ -485,7 +485,7 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
                  socklen_t *fromlen)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_recvfrom()(fd, buf, len, flags, from, fromlen);
     if (from && fromlen)
@@ -497,7 +497,7 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from
 ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
                socklen_t tolen)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_sendto()(fd, buf, len, flags, to, tolen);
     io_prefault(l, to, tolen);
@@ -514,7 +514,7 @@ static void prefault_msghdr(struct lethe *l, const struct msghdr *m)
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
         return get_recvmsg()(fd, msg, flags);
     int n = (int)msg->msg_iovlen;
@@ -544,7 +544,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
         return get_sendmsg()(fd, msg, flags);
     int n = (int)msg->msg_iovlen;

@@ -74,6 +74,9 @@ void stats_forget(void);
 
 /* io.c: resolves glibc's versions of the wrapped calls (the constructor calls it first). */
 void io_init(void);
+/* The runtime when buffers handed to the kernel need care (signal delivery, runtime up), else
+ * NULL: what every wrapper of io.c, calls.c, stdio.c and printf.c asks first. */
+struct lethe *io_signal_mode(void);
 /* Bytes made present before one system call (an eighth of the cache, 64..128 KiB). */
 size_t io_budget(void);
 /* Touches every page of [buf, buf+len) that lies in the region, from user mode. */
@@ -91,8 +94,6 @@ void calls_init(void);
  * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */
 void stdio_init(void);
 void stdio_start(void);
-/* The runtime when stdio needs care (signal delivery, runtime up), else NULL. */
-struct lethe *stdio_signal_mode(void);
 
 /* printf.c: resolves glibc's formatted-output calls (stdio_init calls it). */
 void printf_init(void);

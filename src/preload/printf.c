@@ -143,7 +143,7 @@ static int to_fd(int fd, int flag, const char *fmt, va_list ap)
 /* Whether f's output must be formatted here: signal mode, and a stream that is not wide. */
 static bool ours(FILE *f)
 {
-    return stdio_signal_mode() && fwide(f, 0) <= 0;
+    return io_signal_mode() && fwide(f, 0) <= 0;
 }
 
 int vfprintf(FILE *f, const char *fmt, va_list ap)
@@ -208,14 +208,14 @@ int __printf_chk(int flag, const char *fmt, ...)
 
 int vdprintf(int fd, const char *fmt, va_list ap)
 {
-    if (!stdio_signal_mode())
+    if (!io_signal_mode())
         return get_vdprintf()(fd, fmt, ap);
     return to_fd(fd, NO_CHECKS, fmt, ap);
 }
 
 int __vdprintf_chk(int fd, int flag, const char *fmt, va_list ap)
 {
-    if (!stdio_signal_mode())
+    if (!io_signal_mode())
         return get___vdprintf_chk()(fd, flag, fmt, ap);
     return to_fd(fd, flag, fmt, ap);
 }

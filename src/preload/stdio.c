@@ -85,24 +85,10 @@ PRELOAD_REAL(readdir64, readdir64_fn)
 typedef size_t (*fread_chk_fn)(void *, size_t, size_t, size_t, FILE *);
 PRELOAD_REAL(__fread_chk, fread_chk_fn)
 
-/* The runtime when streams need care: signal delivery, runtime up. */
-static struct lethe *signal_mode(void)
-{
-    struct lethe *l = preload_lethe();
-    if (!l || preload_config()->fault_delivery != LETHE_DELIVERY_SIGNAL)
-        return NULL;
-    return l;
-}
-
-struct lethe *stdio_signal_mode(void)
-{
-    return signal_mode();
-}
-
 /* Gives f a buffer outside the region, unless it has one already or is unbuffered. */
 static void give_buffer(FILE *f)
 {
-    if (!f || !get__IO_setb() || !signal_mode())
+    if (!f || !get__IO_setb() || !io_signal_mode())
         return;
     if (f->_IO_buf_base || (f->_flags & LIBIO_UNBUFFERED))
         return;
@@ -154,7 +140,7 @@ void stdio_init(void)
 
 void stdio_start(void)
 {
-    if (!signal_mode())
+    if (!io_signal_mode())
         return;
     if (!get__IO_setb()) {
         lethe_warn("no _IO_setb in this libc: stdio buffers stay in the region, and a flush "
@@ -169,7 +155,7 @@ void stdio_start(void)
  * command line, which the kernel copies in), retrying EFAULT; gives the stream a buffer. */
 #define OPENED(s, OPEN)                                                                            \
     do {                                                                                           \
-        struct lethe *l_ = signal_mode();                                                          \
+        struct lethe *l_ = io_signal_mode();                                                       \
         FILE *f_ = NULL;                                                                           \
         for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
             if (l_)                                                                                \
@@ -208,7 +194,7 @@ FILE *fdopen(int fd, const char *mode)
  * made present. */
 static FILE *reopened(freopen_fn call, const char *path, const char *mode, FILE *stream)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (l)
         io_touch_string(l, path);
     FILE *f = call(path, mode, stream);
@@ -279,7 +265,7 @@ static size_t in_pieces(struct lethe *l, bool writing, char *buf, size_t len, FI
 
 size_t fread(void *buf, size_t size, size_t n, FILE *f)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     size_t len;
     if (!l || __builtin_mul_overflow(size, n, &len) || !io_touches_region(l, buf, len))
         return get_fread()(buf, size, n, f);
@@ -301,7 +287,7 @@ size_t __fread_chk(void *buf, size_t buflen, size_t size, size_t n, FILE *f)
 
 size_t fwrite(const void *buf, size_t size, size_t n, FILE *f)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     size_t len;
     if (!l || __builtin_mul_overflow(size, n, &len) || !io_touches_region(l, buf, len))
         return get_fwrite()(buf, size, n, f);
@@ -313,7 +299,7 @@ size_t fwrite(const void *buf, size_t size, size_t n, FILE *f)
 
 int fputs(const char *s, FILE *f)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !lethe_in_region(l, s))
         return get_fputs()(s, f);
     size_t len = strlen(s);
@@ -325,7 +311,7 @@ int fputs(const char *s, FILE *f)
 
 int puts(const char *s)
 {
-    struct lethe *l = signal_mode();
+    struct lethe *l = io_signal_mode();
     if (!l || !lethe_in_region(l, s))
         return get_puts()(s);
     size_t len = strlen(s);
@@ -347,7 +333,7 @@ int puts(const char *s)
  * kernel moves the directory's position only past entries it copied). */
 #define READ_DIR(d, CALL)                                                                          \
     do {                                                                                           \
-        struct lethe *l_ = signal_mode();                                                          \
+        struct lethe *l_ = io_signal_mode();                                                       \
         if (!l_ || !lethe_in_region(l_, (d)))                                                      \
             return (CALL);                                                                         \
         size_t size_ = malloc_usable_size((d));                                                    \
