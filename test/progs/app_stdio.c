@@ -1,10 +1,10 @@
 /* app_stdio.c — a program for lethed's tests: stdio streams whose data passes through the
  * heap while the heap is swapped.
  *
- *   app_stdio MIB DIR [formatted]
+ *   app_stdio MIB DIR [SECTION]
  *
- * Between two uses of each stream it churns MIB MiB of heap (filled and checked twice), so
- * that under Lethe with a smaller cache every page it touched before — its stream buffers,
+ * Between two uses of each stream it churns MIB MiB of fresh memory (filled and checked
+ * twice), so that under Lethe with a smaller cache every page it touched before — its stream buffers,
  * its own data buffers — has gone cold and, unless kept elsewhere, been evicted. Then:
  *  - stdout: one line printed before the churn, flushed after it;
  *  - a FILE written line by line (3000-byte lines) with a churn after each, closed, read
@@ -19,10 +19,11 @@
  *    carried out piece by piece);
  *  - a directory of 2000 files listed with readdir, a churn after every 500 entries: every
  *    file must be seen once (the DIR's buffer, where getdents writes, is heap memory).
- * With "formatted" it does only stdout and the formatted output (the test of the fortified
- * build, whose printf calls are glibc's __printf_chk family). Every result is checked: a
- * short count, a stream error or different data prints what went wrong to stderr and exits 1.
- * The output on stdout is the same with and without Lethe.
+ * With a SECTION (lines, blocks, string, formatted, records, directory) it does only stdout
+ * and that section (the fortified build's test runs "formatted": its printf calls are glibc's
+ * __printf_chk family). Every result is checked: a short count, a stream error or different
+ * data prints what went wrong to stderr and exits 1. The output on stdout is the same with
+ * and without Lethe.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -35,17 +36,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define BIG   (2u << 20)
-#define STR   (192u << 10)
-#define CHUNK (1u << 20)
-#define LINES 4
-#define WRITERS 4
-#define RECORDS 8
-#define RECORD (96u << 10)
-#define ENTRIES 2000
+#define BIG      (2u << 20)
+#define STR      (192u << 10)
+#define CHUNK    (1u << 20)
+#define LINES    4
+#define WRITERS  4
+#define RECORDS  8
+#define RECORD   (96u << 10)
+#define ENTRIES  2000
 #define LINE_LEN 3000
 
 static size_t churn_mib;
@@ -64,28 +66,23 @@ static _Noreturn void die(const char *what)
     exit(1);
 }
 
-/* Fills churn_mib MiB of fresh heap, checks it twice and frees it. */
+/* Fills churn_mib MiB of fresh memory, checks it twice and unmaps it. A fresh mapping each
+ * time (under Lethe a fresh region extent, its pages new to the cache): freed and reused heap
+ * blocks would come back as swap-ins, which enter the cache's active list at its cold end and
+ * mostly evict each other, leaving the program's other pages where they are. */
 static void churn(uint64_t seed)
 {
-    size_t n = churn_mib;
-    unsigned char **blocks = calloc(n, sizeof(*blocks));
-    if (!blocks)
-        die("calloc of the churn table failed");
-    for (size_t i = 0; i < n; i++) {
-        blocks[i] = malloc(CHUNK);
-        if (!blocks[i])
-            die("malloc of a churn block failed");
-        for (size_t j = 0; j < CHUNK; j += 512)
-            blocks[i][j] = (unsigned char)mix(seed + i * CHUNK + j);
-    }
+    size_t len = churn_mib * CHUNK;
+    unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        die("mmap of the churn area failed");
+    for (size_t j = 0; j < len; j += 512)
+        m[j] = (unsigned char)mix(seed + j);
     for (int round = 0; round < 2; round++)
-        for (size_t i = 0; i < n; i++)
-            for (size_t j = 0; j < CHUNK; j += 512)
-                if (blocks[i][j] != (unsigned char)mix(seed + i * CHUNK + j))
-                    die("churn block corrupt");
-    for (size_t i = 0; i < n; i++)
-        free(blocks[i]);
-    free(blocks);
+        for (size_t j = 0; j < len; j += 512)
+            if (m[j] != (unsigned char)mix(seed + j))
+                die("churn area corrupt");
+    munmap(m, len);
 }
 
 static void fill(unsigned char *p, size_t n, uint64_t seed)
@@ -405,9 +402,20 @@ static void directory(const char *dir)
 
 int main(int argc, char **argv)
 {
-    bool only_formatted = argc == 4 && strcmp(argv[3], "formatted") == 0;
-    if (argc != 3 && !only_formatted) {
-        fprintf(stderr, "usage: app_stdio MIB DIR [formatted]\n");
+    static const struct {
+        const char *name;
+        void (*run)(const char *dir);
+    } sections[] = {{"lines", lines},         {"blocks", blocks},         {"string", long_string},
+                    {"formatted", formatted}, {"records", shared_stream}, {"directory", directory}};
+    const size_t count = sizeof(sections) / sizeof(sections[0]);
+    size_t only = count;
+    if (argc == 4)
+        for (size_t i = 0; i < count; i++)
+            if (strcmp(argv[3], sections[i].name) == 0)
+                only = i;
+    if (argc != 3 && !(argc == 4 && only < count)) {
+        fprintf(stderr, "usage: app_stdio MIB DIR [lines|blocks|string|formatted|records|"
+                        "directory]\n");
         return 2;
     }
     churn_mib = strtoull(argv[1], NULL, 10);
@@ -415,16 +423,9 @@ int main(int argc, char **argv)
     churn(0);
     if (fflush(stdout) != 0)
         die("flushing stdout after the churn failed");
-    if (only_formatted) {
-        formatted(argv[2]);
-    } else {
-        lines(argv[2]);
-        blocks(argv[2]);
-        long_string(argv[2]);
-        formatted(argv[2]);
-        shared_stream(argv[2]);
-        directory(argv[2]);
-    }
+    for (size_t i = 0; i < count; i++)
+        if (only == count || only == i)
+            sections[i].run(argv[2]);
     printf("done\n");
     if (fflush(stdout) != 0)
         die("the last flush of stdout failed");
