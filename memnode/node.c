@@ -324,6 +324,7 @@ int lethe_memnode_start(const struct lethe_memnode_config *cfg, struct lethe_mem
         goto fail;
     }
     n->thread_started = true;
+    pthread_setname_np(n->thread, "lethe-memnode");
     char cap[32];
     lethe_format_size(cfg->capacity, cap, sizeof(cap));
     lethe_info("ready: tcp=%s unix=%s rdma=%s capacity=%s max_clients=%u",

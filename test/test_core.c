@@ -4,6 +4,7 @@
  * forked child and the failure reports. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -772,4 +773,50 @@ Test(core, automatic_shards_follow_the_cpus_and_keep_shards_long)
         cr_assert(strstr(lethe_paths(l), "shards="), "%s", lethe_paths(l));
         lethe_stop(l);
     }
+}
+
+/* Threads of this process whose name starts with prefix. */
+static unsigned count_threads_named(const char *prefix)
+{
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    unsigned n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], name[32] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue; /* the thread ended meanwhile */
+        if (fgets(name, sizeof(name), f))
+            n += strncmp(name, prefix, strlen(prefix)) == 0;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Lethe's own threads are named, so that `top -H`, `ps -L` and `taskset -p` can tell them
+ * from the application's: lethe-vcpuN per handler (thread delivery), lethe-events (signal
+ * delivery's reader of the application's mapping events), lethe-rebal. */
+Test(core, lethes_threads_carry_their_names)
+{
+    struct lethe *l = start(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 1 * MiB, 16 * MiB);
+    char *p = lethe_extent_alloc(l, 4 * PG, 0);
+    p[0] = 1;
+    cr_assert_eq(count_threads_named("lethe-rebal"), 1);
+    cr_assert_eq(count_threads_named("lethe-vcpu"), 2, "one per vCPU (the test config has 2)");
+    cr_assert_eq(count_threads_named("lethe-events"), 0);
+    lethe_stop(l);
+    cr_assert_eq(count_threads_named("lethe-"), 0, "all gone after lethe_stop");
+
+    l = start(LETHE_DELIVERY_SIGNAL, LETHE_RECLAIM_DIRECT, 1 * MiB, 16 * MiB);
+    p = lethe_extent_alloc(l, 4 * PG, 0);
+    p[0] = 1;
+    cr_assert_eq(count_threads_named("lethe-events"), 1);
+    cr_assert_eq(count_threads_named("lethe-rebal"), 0, "direct reclaim has no rebalancer");
+    cr_assert_eq(count_threads_named("lethe-vcpu"), 0);
+    lethe_stop(l);
 }

@@ -18,7 +18,9 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -119,6 +121,9 @@ static void *vcpu_main(void *arg)
     struct fault_vcpu *v = arg;
     struct lethe_region *r = v->r;
     lethe_log_set_role("vCPU %u", v->pub.id);
+    char name[16];
+    snprintf(name, sizeof(name), "lethe-vcpu%u", v->pub.id);
+    pthread_setname_np(pthread_self(), name);
     if (r->pin_vcpus)
         pin_to_cpu(v->pub.id);
     int rc = r->ops->vcpu_init ? r->ops->vcpu_init(r->core, &v->pub) : 0;

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -279,6 +280,7 @@ int fault_event_thread_start(struct lethe_region *r)
         return rc;
     }
     r->event_thread_started = true;
+    pthread_setname_np(r->event_thread, "lethe-events");
     return 0;
 }
 

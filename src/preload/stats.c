@@ -116,6 +116,7 @@ static void *stats_main(void *arg)
 {
     struct lethe *l = arg;
     lethe_log_set_role("stats");
+    pthread_setname_np(pthread_self(), "lethe-stats");
     unsigned tick = 0;
     for (;;) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = TICK_MS * 1000000L};

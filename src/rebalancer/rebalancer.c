@@ -29,6 +29,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -223,6 +224,7 @@ int lethe_rebalancer_start(struct lethe *l)
         lethe_error("cannot start the rebalancer thread: %s", strerror(rc));
         return -rc;
     }
+    pthread_setname_np(l->rebalancer, "lethe-rebal"); /* named before start returns */
     return 0;
 }
 
