@@ -256,6 +256,12 @@ static struct lethe_region *lethe_start_bench(enum lethe_delivery d, bool dirty,
         .staging_pages = 1,
         .force_fallback_dirty = !dirty,
     };
+    /* vCPUs are pinned within the creating thread's CPUs: give it all of them first */
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (int cpu = 0; cpu < ncpus; cpu++)
+        CPU_SET(cpu, &all);
+    pthread_setaffinity_np(pthread_self(), sizeof(all), &all);
     struct lethe_region *r;
     int rc = lethe_region_create(&p, &zero_ops, NULL, &r);
     if (rc < 0) {

@@ -6,6 +6,8 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -752,7 +754,9 @@ Test(core, the_summary_names_the_paths_and_the_metadata_share)
 
 Test(core, automatic_shards_follow_the_cpus_and_keep_shards_long)
 {
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t allowed;
+    cr_assert_eq(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+    long online = CPU_COUNT(&allowed);
     uint64_t per_cpus = online > 1 ? (uint64_t)online / 2 : 1;
     if (per_cpus > 16)
         per_cpus = 16;
@@ -819,4 +823,67 @@ Test(core, lethes_threads_carry_their_names)
     cr_assert_eq(count_threads_named("lethe-rebal"), 0, "direct reclaim has no rebalancer");
     cr_assert_eq(count_threads_named("lethe-vcpu"), 0);
     lethe_stop(l);
+}
+
+/* CPU that thread t is allowed on when it is allowed on exactly one, else -1. */
+static int only_cpu_of(pid_t tid)
+{
+    cpu_set_t s;
+    cr_assert_eq(sched_getaffinity(tid, sizeof(s), &s), 0);
+    if (CPU_COUNT(&s) != 1)
+        return -1;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &s))
+            return cpu;
+    return -1;
+}
+
+/* Started from a thread restricted to some CPUs (`taskset`, a cpuset), Lethe counts those, not
+ * the online ones, and its vCPUs and rebalancer stay on them: vCPU i on the (i mod n)-th. */
+Test(core, lethe_stays_on_the_cpus_it_was_started_on)
+{
+    cpu_set_t before;
+    cr_assert_eq(sched_getaffinity(0, sizeof(before), &before), 0);
+    int last = -1;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &before))
+            last = cpu;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(last, &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+
+    struct lethe_config c =
+        core_test_config(LETHE_DELIVERY_THREAD, LETHE_RECLAIM_REBALANCER, 1 * MiB, 16 * MiB);
+    c.vcpus = 0;
+    c.pin_vcpus = true;
+    struct lethe *l = NULL;
+    cr_assert_eq(lethe_start(&c, &l), 0);
+    cr_assert_eq(l->vcpus, 1, "one vCPU per usable CPU, not per online CPU");
+    char *p = lethe_extent_alloc(l, 4 * PG, 0);
+    p[0] = 1;
+
+    unsigned seen = 0;
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], name[32] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        bool got = fgets(name, sizeof(name), f) != NULL;
+        fclose(f);
+        if (!got || strncmp(name, "lethe-", 6) != 0)
+            continue;
+        seen++;
+        cr_assert_eq(only_cpu_of((pid_t)atoi(e->d_name)), last, "%s left CPU %d", name, last);
+    }
+    closedir(d);
+    cr_assert_eq(seen, 2, "lethe-vcpu0 and lethe-rebal");
+    lethe_stop(l);
+    sched_setaffinity(0, sizeof(before), &before);
 }

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +29,23 @@
 #include "rdma/auth.h"
 #include "rebalancer/rebalancer.h"
 
-/* shards = 0: one shard per two online CPUs (the threads that may fault at once), at most
+/* shards = 0: one shard per two usable CPUs (the threads that may fault at once), at most
  * 16, and at least LETHE_AUTO_SHARD_FRAMES frames each: every shard keeps its own lists, and
  * eviction order is only as good as the lists are long. */
-static unsigned auto_shards(long online, uint64_t frames)
+/* The CPUs the calling thread may run on (what `taskset` or a cpuset gave the program), or the
+ * online CPUs where that cannot be read. Lethe's threads inherit this mask. */
+static unsigned usable_cpus(void)
 {
-    uint64_t n = online > 1 ? (uint64_t)online / 2 : 1;
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0)
+        return (unsigned)CPU_COUNT(&allowed);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (unsigned)online : 1;
+}
+
+static unsigned auto_shards(unsigned cpus, uint64_t frames)
+{
+    uint64_t n = cpus > 1 ? cpus / 2 : 1;
     if (n > 16)
         n = 16;
     if (n > frames / LETHE_AUTO_SHARD_FRAMES)
@@ -175,8 +187,8 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     lethe_list_init(&l->retired);
     int rc = -EINVAL;
 
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    l->vcpus = cfg->vcpus ? cfg->vcpus : (online > 0 ? (unsigned)online : 1);
+    unsigned cpus = usable_cpus();
+    l->vcpus = cfg->vcpus ? cfg->vcpus : cpus;
     if (l->vcpus > LETHE_MAX_VCPUS)
         l->vcpus = LETHE_MAX_VCPUS;
     l->region_pages = cfg->region_size >> LETHE_PAGE_SHIFT;
@@ -191,7 +203,7 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     l->batch = cfg->reclaim_batch == 0                ? 1
                : cfg->reclaim_batch > LETHE_MAX_BATCH ? LETHE_MAX_BATCH
                                                       : cfg->reclaim_batch;
-    l->nshards = cfg->shards == 0                 ? auto_shards(online, frames)
+    l->nshards = cfg->shards == 0                 ? auto_shards(cpus, frames)
                  : cfg->shards > LETHE_MAX_SHARDS ? LETHE_MAX_SHARDS
                                                   : cfg->shards;
     uint64_t cap = frames * LETHE_CACHE_GROWTH;

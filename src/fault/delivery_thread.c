@@ -1,6 +1,6 @@
 /* delivery_thread.c — fault_delivery = thread: one handler thread per vCPU.
  *
- * vCPU i is pinned (pin_vcpus) to CPU i mod (online CPUs). Every vCPU polls uffd A and its
+ * vCPU i is pinned (pin_vcpus) to the (i mod n)-th of the n CPUs it may use. Every vCPU polls uffd A and its
  * stop eventfd and reads one message at a time, so a slow fault (transport I/O) never holds
  * back the others. A message is a fault (served by ops->fault on this vCPU, outside any
  * runtime lock) or an application event (events.c), handled under the read lock so that
@@ -28,18 +28,11 @@
 
 #include "core/log.h"
 
-/* vCPU i runs on CPU i mod (online CPUs); where a cpuset forbids that CPU, on the i-th CPU of
- * the thread's allowed set instead. The creating thread's own pinning is not inherited. */
+/* vCPU i runs on the (i mod n)-th of the n CPUs that the thread which started Lethe may use
+ * (a vCPU inherits its mask): with `taskset -c 2,3` vCPU 0 runs on CPU 2, vCPU 1 on CPU 3,
+ * and Lethe never leaves the CPUs it was given. */
 static void pin_to_cpu(unsigned id)
 {
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    if (online > 0) {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(id % (unsigned)online, &one);
-        if (pthread_setaffinity_np(pthread_self(), sizeof(one), &one) == 0)
-            return;
-    }
     cpu_set_t allowed;
     if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
         return;

@@ -16,7 +16,8 @@
  * content of the page holding frame f lives while that page is soft-unmapped.
  *
  * Delivery (fault_delivery):
- *  - thread: vCPU i is a handler thread (pinned to CPU i mod online when pin_vcpus) that reads
+ *  - thread: vCPU i is a handler thread (when pin_vcpus, pinned to the (i mod n)-th of the n CPUs the
+ *    creating thread may use) that reads
  *    the userfaultfd. Kernel-mode accesses (read() into the region, futex, O_DIRECT) are
  *    served like user accesses.
  *  - signal: UFFD_FEATURE_SIGBUS; the faulting thread runs the callback in its SIGBUS handler
