@@ -67,7 +67,7 @@ struct lethe_config {
     /* [fault] */
     enum lethe_delivery fault_delivery; /* default thread */
     unsigned vcpus;                     /* 0 = one per usable CPU (the default) */
-    bool pin_vcpus; /* pin vCPU i to the (i mod n)-th usable CPU, default yes */
+    bool pin_vcpus;                     /* pin vCPU i to the (i mod n)-th usable CPU, yes */
     uint64_t mmap_threshold;            /* private anon mmaps >= this go in the region, 1M;
                                            0 = never */
     unsigned fault_around;              /* a first touch zero-fills up to this many pages of

@@ -29,9 +29,6 @@
 #include "rdma/auth.h"
 #include "rebalancer/rebalancer.h"
 
-/* shards = 0: one shard per two usable CPUs (the threads that may fault at once), at most
- * 16, and at least LETHE_AUTO_SHARD_FRAMES frames each: every shard keeps its own lists, and
- * eviction order is only as good as the lists are long. */
 /* The CPUs the calling thread may run on (what `taskset` or a cpuset gave the program), or the
  * online CPUs where that cannot be read. Lethe's threads inherit this mask. */
 static unsigned usable_cpus(void)
@@ -43,6 +40,9 @@ static unsigned usable_cpus(void)
     return online > 0 ? (unsigned)online : 1;
 }
 
+/* shards = 0: one shard per two usable CPUs (the threads that may fault at once), at most
+ * 16, and at least LETHE_AUTO_SHARD_FRAMES frames each: every shard keeps its own lists, and
+ * eviction order is only as good as the lists are long. */
 static unsigned auto_shards(unsigned cpus, uint64_t frames)
 {
     uint64_t n = cpus > 1 ? cpus / 2 : 1;
