@@ -779,8 +779,9 @@ Test(core, automatic_shards_follow_the_cpus_and_keep_shards_long)
     }
 }
 
-/* Threads of this process whose name starts with prefix. */
-static unsigned count_threads_named(const char *prefix)
+/* Threads of this process whose name starts with prefix: their count, and the first `max`
+ * thread ids in tids. */
+static unsigned threads_named(const char *prefix, pid_t *tids, unsigned max)
 {
     DIR *d = opendir("/proc/self/task");
     cr_assert_not_null(d);
@@ -794,12 +795,21 @@ static unsigned count_threads_named(const char *prefix)
         FILE *f = fopen(path, "r");
         if (!f)
             continue; /* the thread ended meanwhile */
-        if (fgets(name, sizeof(name), f))
-            n += strncmp(name, prefix, strlen(prefix)) == 0;
+        bool got = fgets(name, sizeof(name), f) != NULL;
         fclose(f);
+        if (!got || strncmp(name, prefix, strlen(prefix)) != 0)
+            continue;
+        if (n < max)
+            tids[n] = (pid_t)atoi(e->d_name);
+        n++;
     }
     closedir(d);
     return n;
+}
+
+static unsigned count_threads_named(const char *prefix)
+{
+    return threads_named(prefix, NULL, 0);
 }
 
 /* Lethe's own threads are named, so that `top -H`, `ps -L` and `taskset -p` can tell them
@@ -863,26 +873,10 @@ Test(core, lethe_stays_on_the_cpus_it_was_started_on)
     char *p = lethe_extent_alloc(l, 4 * PG, 0);
     p[0] = 1;
 
-    unsigned seen = 0;
-    DIR *d = opendir("/proc/self/task");
-    cr_assert_not_null(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[300], name[32] = "";
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        bool got = fgets(name, sizeof(name), f) != NULL;
-        fclose(f);
-        if (!got || strncmp(name, "lethe-", 6) != 0)
-            continue;
-        seen++;
-        cr_assert_eq(only_cpu_of((pid_t)atoi(e->d_name)), last, "%s left CPU %d", name, last);
-    }
-    closedir(d);
+    pid_t tids[8];
+    unsigned seen = threads_named("lethe-", tids, 8);
+    for (unsigned i = 0; i < seen && i < 8; i++)
+        cr_assert_eq(only_cpu_of(tids[i]), last, "thread %d left CPU %d", (int)tids[i], last);
     cr_assert_eq(seen, 2, "lethe-vcpu0 and lethe-rebal");
     lethe_stop(l);
     sched_setaffinity(0, sizeof(before), &before);
