@@ -2,10 +2,10 @@
  *
  * vCPU i is pinned (pin_vcpus) to the (i mod n)-th of the n CPUs it may use. Every vCPU
  * polls uffd A and its stop eventfd and reads one message at a time, so a slow fault
- * (transport I/O) never holds back the others. A message is a fault (served by ops->fault on this vCPU, outside any
- * runtime lock) or an application event (events.c), handled under the read lock so that
- * events are handled in the kernel's order. Kernel-mode accesses to missing pages block in
- * the kernel and arrive here like user accesses.
+ * (transport I/O) never holds back the others. A message is a fault (served by ops->fault on
+ * this vCPU, outside any runtime lock) or an application event (events.c), handled under the
+ * read lock so that events are handled in the kernel's order. Kernel-mode accesses to missing
+ * pages block in the kernel and arrive here like user accesses.
  *
  * -EAGAIN from ops->fault means uffd A is in its mmap_changing state: an application event
  * is queued and not yet read. The kernel hands out queued faults before queued events, so

@@ -16,10 +16,9 @@
  * content of the page holding frame f lives while that page is soft-unmapped.
  *
  * Delivery (fault_delivery):
- *  - thread: vCPU i is a handler thread (when pin_vcpus, pinned to the (i mod n)-th of the n CPUs the
- *    creating thread may use) that reads
- *    the userfaultfd. Kernel-mode accesses (read() into the region, futex, O_DIRECT) are
- *    served like user accesses.
+ *  - thread: vCPU i is a handler thread that reads the userfaultfd (when pin_vcpus, pinned to
+ *    the (i mod n)-th of the n CPUs the creating thread may use). Kernel-mode accesses
+ *    (read() into the region, futex, O_DIRECT) are served like user accesses.
  *  - signal: UFFD_FEATURE_SIGBUS; the faulting thread runs the callback in its SIGBUS handler
  *    on an alternate stack, on a vCPU context taken from the pool (vCPU = thread slot; a
  *    context is used by one thread at a time). Kernel-mode accesses to a missing page fail
