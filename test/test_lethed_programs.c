@@ -155,6 +155,26 @@ Test(programs, heap_paths_structs_and_wait_arrays_under_signal_delivery)
     same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
 }
 
+Test(programs, listings_selects_links_and_spawns_under_signal_delivery)
+{
+    /* scandir/scandirat/readdir_r of a directory longer than a DIR's buffer, select/pselect on
+     * cold heap fd_sets, symlink/link/chown/utimensat/statvfs/mkstemp/xattrs of cold heap
+     * paths, posix_spawn/system of cold heap command lines, and an execv of a cold heap path
+     * and argv, in a 2 MiB cache: glibc makes most of these system calls itself, where the
+     * kernel cannot fault a region page in under signal delivery */
+    char *cmd[] = {TL_PROG("app_calls"), "4", tl_dir, "more", NULL};
+    same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
+}
+
+Test(programs, listings_selects_links_and_spawns_under_thread_delivery)
+{
+    /* the same program with the default delivery, where the kernel's own accesses fault
+     * like the program's and the wrappers above only pass the calls on (execv and the execl
+     * forms go through liblethe's execve in both modes) */
+    char *cmd[] = {TL_PROG("app_calls"), "4", tl_dir, "more", NULL};
+    same_output("2M", "", cmd);
+}
+
 Test(programs, formatted_output_of_a_fortified_program_under_signal_delivery)
 {
     /* the same program built with _FORTIFY_SOURCE=2: fprintf, vfprintf and dprintf of a cold

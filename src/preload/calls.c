@@ -6,12 +6,21 @@
  * "no such file" to most programs), and the event waits that write into heap arrays:
  *
  *  - paths: stat, lstat, stat64, lstat64, fstatat, fstatat64, statx, access, faccessat,
- *    unlink, unlinkat, rmdir, mkdir, mkdirat, rename, renameat, chdir, truncate, chmod,
- *    readlink, opendir — every path string read from user mode first, every struct or
- *    buffer the kernel fills made present first, and the call retried (up to RETRIES times)
- *    after an EFAULT. The kernel copies paths in before it does anything, and writes a
- *    result out after it is all done, so a call that failed with EFAULT changed nothing;
- *  - fstat and fstat64 into a heap struct, the same way;
+ *    unlink, unlinkat, rmdir, mkdir, mkdirat, rename, renameat, renameat2, chdir, chroot,
+ *    truncate, truncate64, chmod, fchmodat, chown, lchown, fchownat, readlink, readlinkat,
+ *    opendir, symlink, symlinkat, link, linkat, creat, creat64, mknod, mknodat, mkfifo,
+ *    mkfifoat, remove, utimensat, utimes, lutimes, utime, statfs, statfs64, statvfs,
+ *    statvfs64, and the extended attributes (getxattr, setxattr, listxattr, removexattr and
+ *    their l- forms) — every path string read from user mode first, every struct or buffer
+ *    the kernel reads or fills made present first, and the call retried (up to RETRIES
+ *    times) after an EFAULT. The kernel copies paths and arguments in before it does
+ *    anything, and writes a result out after it is all done, so a call that failed with
+ *    EFAULT changed nothing;
+ *  - fstat, fstat64, fstatfs, fstatfs64, fstatvfs, fstatvfs64, fgetxattr, fsetxattr,
+ *    flistxattr and fremovexattr on heap structs and strings, the same way;
+ *  - mkstemp, mkostemp, mkstemps, mkostemps and mkdtemp of a heap template: glibc writes
+ *    its guess into the template and has the kernel read it as a path; the template's
+ *    XXXXXX are put back before a retry (glibc leaves its last guess there);
  *  - getcwd: into a heap buffer the same way; with no buffer (glibc then mallocs one, in
  *    the region, fresh, and has the kernel fill it) into a stack buffer, copied to a
  *    malloc'd one of the size glibc would return;
@@ -19,7 +28,11 @@
  *    budget of it), and after an EFAULT the call made again with what is left of its
  *    timeout. poll and ppoll report levels, so asking again gives the answer lost; epoll
  *    puts an event it could not copy out back on its ready list (edge-triggered ones
- *    included), so the next wait returns it.
+ *    included), so the next wait returns it;
+ *  - select and pselect on heap fd_sets (and a heap timeout): the sets are copied to the
+ *    stack, the call made on the copies, and the results copied back, all from user mode,
+ *    so the kernel never sees region memory (sets for more than FD_SETSIZE descriptors are
+ *    made present and the call retried after an EFAULT instead: select reports levels).
  * In thread delivery mode (and before the runtime is up) every wrapper passes straight
  * through after one check.
  */
@@ -33,9 +46,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/time.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+#include <utime.h>
 
 #include "preload/preload.h"
 
@@ -92,6 +111,43 @@ typedef int (*poll_fn)(struct pollfd *, nfds_t, int);
 typedef int (*ppoll_fn)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
 typedef int (*epoll_wait_fn)(int, struct epoll_event *, int, int);
 typedef int (*epoll_pwait_fn)(int, struct epoll_event *, int, int, const sigset_t *);
+typedef int (*renameat2_fn)(int, const char *, int, const char *, unsigned);
+typedef int (*truncate64_fn)(const char *, off64_t);
+typedef int (*at_path_mode_int_fn)(int, const char *, mode_t, int);
+typedef int (*chown_fn)(const char *, uid_t, gid_t);
+typedef int (*fchownat_fn)(int, const char *, uid_t, gid_t, int);
+typedef ssize_t (*readlinkat_fn)(int, const char *, char *, size_t);
+typedef int (*symlinkat_fn)(const char *, int, const char *);
+typedef int (*linkat_fn)(int, const char *, int, const char *, int);
+typedef int (*mknod_fn)(const char *, mode_t, dev_t);
+typedef int (*mknodat_fn)(int, const char *, mode_t, dev_t);
+typedef int (*utimensat_fn)(int, const char *, const struct timespec *, int);
+typedef int (*utimes_fn)(const char *, const struct timeval *);
+typedef int (*utime_fn)(const char *, const struct utimbuf *);
+typedef int (*statfs_fn)(const char *, struct statfs *);
+typedef int (*statfs64_fn)(const char *, struct statfs64 *);
+typedef int (*fstatfs_fn)(int, struct statfs *);
+typedef int (*fstatfs64_fn)(int, struct statfs64 *);
+typedef int (*statvfs_fn)(const char *, struct statvfs *);
+typedef int (*statvfs64_fn)(const char *, struct statvfs64 *);
+typedef int (*fstatvfs_fn)(int, struct statvfs *);
+typedef int (*fstatvfs64_fn)(int, struct statvfs64 *);
+typedef ssize_t (*getxattr_fn)(const char *, const char *, void *, size_t);
+typedef ssize_t (*fgetxattr_fn)(int, const char *, void *, size_t);
+typedef int (*setxattr_fn)(const char *, const char *, const void *, size_t, int);
+typedef int (*fsetxattr_fn)(int, const char *, const void *, size_t, int);
+typedef ssize_t (*listxattr_fn)(const char *, char *, size_t);
+typedef ssize_t (*flistxattr_fn)(int, char *, size_t);
+typedef int (*removexattr_fn)(const char *, const char *);
+typedef int (*fremovexattr_fn)(int, const char *);
+typedef int (*mkstemp_fn)(char *);
+typedef int (*mkostemp_fn)(char *, int);
+typedef int (*mkstemps_fn)(char *, int);
+typedef int (*mkostemps_fn)(char *, int, int);
+typedef char *(*mkdtemp_fn)(char *);
+typedef int (*select_fn)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+typedef int (*pselect_fn)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
+                          const sigset_t *);
 
 PRELOAD_REAL(stat, stat_fn)
 PRELOAD_REAL(lstat, stat_fn)
@@ -121,6 +177,56 @@ PRELOAD_REAL(poll, poll_fn)
 PRELOAD_REAL(ppoll, ppoll_fn)
 PRELOAD_REAL(epoll_wait, epoll_wait_fn)
 PRELOAD_REAL(epoll_pwait, epoll_pwait_fn)
+PRELOAD_REAL(renameat2, renameat2_fn)
+PRELOAD_REAL(chroot, path_fn)
+PRELOAD_REAL(truncate64, truncate64_fn)
+PRELOAD_REAL(fchmodat, at_path_mode_int_fn)
+PRELOAD_REAL(chown, chown_fn)
+PRELOAD_REAL(lchown, chown_fn)
+PRELOAD_REAL(fchownat, fchownat_fn)
+PRELOAD_REAL(readlinkat, readlinkat_fn)
+PRELOAD_REAL(symlink, two_paths_fn)
+PRELOAD_REAL(symlinkat, symlinkat_fn)
+PRELOAD_REAL(link, two_paths_fn)
+PRELOAD_REAL(linkat, linkat_fn)
+PRELOAD_REAL(creat, path_mode_fn)
+PRELOAD_REAL(creat64, path_mode_fn)
+PRELOAD_REAL(mknod, mknod_fn)
+PRELOAD_REAL(mknodat, mknodat_fn)
+PRELOAD_REAL(mkfifo, path_mode_fn)
+PRELOAD_REAL(mkfifoat, at_path_mode_fn)
+PRELOAD_REAL(remove, path_fn)
+PRELOAD_REAL(utimensat, utimensat_fn)
+PRELOAD_REAL(utimes, utimes_fn)
+PRELOAD_REAL(lutimes, utimes_fn)
+PRELOAD_REAL(utime, utime_fn)
+PRELOAD_REAL(statfs, statfs_fn)
+PRELOAD_REAL(statfs64, statfs64_fn)
+PRELOAD_REAL(fstatfs, fstatfs_fn)
+PRELOAD_REAL(fstatfs64, fstatfs64_fn)
+PRELOAD_REAL(statvfs, statvfs_fn)
+PRELOAD_REAL(statvfs64, statvfs64_fn)
+PRELOAD_REAL(fstatvfs, fstatvfs_fn)
+PRELOAD_REAL(fstatvfs64, fstatvfs64_fn)
+PRELOAD_REAL(getxattr, getxattr_fn)
+PRELOAD_REAL(lgetxattr, getxattr_fn)
+PRELOAD_REAL(fgetxattr, fgetxattr_fn)
+PRELOAD_REAL(setxattr, setxattr_fn)
+PRELOAD_REAL(lsetxattr, setxattr_fn)
+PRELOAD_REAL(fsetxattr, fsetxattr_fn)
+PRELOAD_REAL(listxattr, listxattr_fn)
+PRELOAD_REAL(llistxattr, listxattr_fn)
+PRELOAD_REAL(flistxattr, flistxattr_fn)
+PRELOAD_REAL(removexattr, removexattr_fn)
+PRELOAD_REAL(lremovexattr, removexattr_fn)
+PRELOAD_REAL(fremovexattr, fremovexattr_fn)
+PRELOAD_REAL(mkstemp, mkstemp_fn)
+PRELOAD_REAL(mkostemp, mkostemp_fn)
+PRELOAD_REAL(mkstemps, mkstemps_fn)
+PRELOAD_REAL(mkostemps, mkostemps_fn)
+PRELOAD_REAL(mkdtemp, mkdtemp_fn)
+PRELOAD_REAL(select, select_fn)
+PRELOAD_REAL(pselect, pselect_fn)
 
 void calls_init(void)
 {
@@ -153,6 +259,56 @@ void calls_init(void)
     get_ppoll();
     get_epoll_wait();
     get_epoll_pwait();
+    get_renameat2();
+    get_chroot();
+    get_truncate64();
+    get_fchmodat();
+    get_chown();
+    get_lchown();
+    get_fchownat();
+    get_readlinkat();
+    get_symlink();
+    get_symlinkat();
+    get_link();
+    get_linkat();
+    get_creat();
+    get_creat64();
+    get_mknod();
+    get_mknodat();
+    get_mkfifo();
+    get_mkfifoat();
+    get_remove();
+    get_utimensat();
+    get_utimes();
+    get_lutimes();
+    get_utime();
+    get_statfs();
+    get_statfs64();
+    get_fstatfs();
+    get_fstatfs64();
+    get_statvfs();
+    get_statvfs64();
+    get_fstatvfs();
+    get_fstatvfs64();
+    get_getxattr();
+    get_lgetxattr();
+    get_fgetxattr();
+    get_setxattr();
+    get_lsetxattr();
+    get_fsetxattr();
+    get_listxattr();
+    get_llistxattr();
+    get_flistxattr();
+    get_removexattr();
+    get_lremovexattr();
+    get_fremovexattr();
+    get_mkstemp();
+    get_mkostemp();
+    get_mkstemps();
+    get_mkostemps();
+    get_mkdtemp();
+    get_select();
+    get_pselect();
 }
 
 int stat(const char *path, struct stat *st)
@@ -273,6 +429,284 @@ DIR *opendir(const char *path)
     RETRIED(DIR *, PATH(path), get_opendir()(path), IS_NULL);
 }
 
+int renameat2(int from_dir, const char *from, int to_dir, const char *to, unsigned flags)
+{
+    RETRIED(int, (PATH(from), PATH(to)), get_renameat2()(from_dir, from, to_dir, to, flags),
+            NEGATIVE);
+}
+
+int chroot(const char *path)
+{
+    RETRIED(int, PATH(path), get_chroot()(path), NEGATIVE);
+}
+
+int truncate64(const char *path, off64_t len)
+{
+    RETRIED(int, PATH(path), get_truncate64()(path, len), NEGATIVE);
+}
+
+int fchmodat(int dir, const char *path, mode_t mode, int flags)
+{
+    RETRIED(int, PATH(path), get_fchmodat()(dir, path, mode, flags), NEGATIVE);
+}
+
+int chown(const char *path, uid_t uid, gid_t gid)
+{
+    RETRIED(int, PATH(path), get_chown()(path, uid, gid), NEGATIVE);
+}
+
+int lchown(const char *path, uid_t uid, gid_t gid)
+{
+    RETRIED(int, PATH(path), get_lchown()(path, uid, gid), NEGATIVE);
+}
+
+int fchownat(int dir, const char *path, uid_t uid, gid_t gid, int flags)
+{
+    RETRIED(int, PATH(path), get_fchownat()(dir, path, uid, gid, flags), NEGATIVE);
+}
+
+ssize_t readlinkat(int dir, const char *path, char *buf, size_t len)
+{
+    RETRIED(ssize_t, (PATH(path), present(l, buf, len)), get_readlinkat()(dir, path, buf, len),
+            NEGATIVE);
+}
+
+int symlink(const char *target, const char *path)
+{
+    RETRIED(int, (PATH(target), PATH(path)), get_symlink()(target, path), NEGATIVE);
+}
+
+int symlinkat(const char *target, int dir, const char *path)
+{
+    RETRIED(int, (PATH(target), PATH(path)), get_symlinkat()(target, dir, path), NEGATIVE);
+}
+
+int link(const char *from, const char *to)
+{
+    RETRIED(int, (PATH(from), PATH(to)), get_link()(from, to), NEGATIVE);
+}
+
+int linkat(int from_dir, const char *from, int to_dir, const char *to, int flags)
+{
+    RETRIED(int, (PATH(from), PATH(to)), get_linkat()(from_dir, from, to_dir, to, flags), NEGATIVE);
+}
+
+int creat(const char *path, mode_t mode)
+{
+    RETRIED(int, PATH(path), get_creat()(path, mode), NEGATIVE);
+}
+
+int creat64(const char *path, mode_t mode)
+{
+    RETRIED(int, PATH(path), get_creat64()(path, mode), NEGATIVE);
+}
+
+int mknod(const char *path, mode_t mode, dev_t dev)
+{
+    RETRIED(int, PATH(path), get_mknod()(path, mode, dev), NEGATIVE);
+}
+
+int mknodat(int dir, const char *path, mode_t mode, dev_t dev)
+{
+    RETRIED(int, PATH(path), get_mknodat()(dir, path, mode, dev), NEGATIVE);
+}
+
+int mkfifo(const char *path, mode_t mode)
+{
+    RETRIED(int, PATH(path), get_mkfifo()(path, mode), NEGATIVE);
+}
+
+int mkfifoat(int dir, const char *path, mode_t mode)
+{
+    RETRIED(int, PATH(path), get_mkfifoat()(dir, path, mode), NEGATIVE);
+}
+
+int remove(const char *path)
+{
+    RETRIED(int, PATH(path), get_remove()(path), NEGATIVE);
+}
+
+/* The time arrays are read by the kernel: made present like a struct it fills. */
+int utimensat(int dir, const char *path, const struct timespec times[2], int flags)
+{
+    RETRIED(int, (PATH(path), present(l, times, times ? 2 * sizeof(*times) : 0)),
+            get_utimensat()(dir, path, times, flags), NEGATIVE);
+}
+
+int utimes(const char *path, const struct timeval times[2])
+{
+    RETRIED(int, (PATH(path), present(l, times, times ? 2 * sizeof(*times) : 0)),
+            get_utimes()(path, times), NEGATIVE);
+}
+
+int lutimes(const char *path, const struct timeval times[2])
+{
+    RETRIED(int, (PATH(path), present(l, times, times ? 2 * sizeof(*times) : 0)),
+            get_lutimes()(path, times), NEGATIVE);
+}
+
+int utime(const char *path, const struct utimbuf *times)
+{
+    RETRIED(int, (PATH(path), present(l, times, times ? sizeof(*times) : 0)),
+            get_utime()(path, times), NEGATIVE);
+}
+
+int statfs(const char *path, struct statfs *st)
+{
+    RETRIED(int, (PATH(path), present(l, st, sizeof(*st))), get_statfs()(path, st), NEGATIVE);
+}
+
+int statfs64(const char *path, struct statfs64 *st)
+{
+    RETRIED(int, (PATH(path), present(l, st, sizeof(*st))), get_statfs64()(path, st), NEGATIVE);
+}
+
+int fstatfs(int fd, struct statfs *st)
+{
+    RETRIED(int, present(l, st, sizeof(*st)), get_fstatfs()(fd, st), NEGATIVE);
+}
+
+int fstatfs64(int fd, struct statfs64 *st)
+{
+    RETRIED(int, present(l, st, sizeof(*st)), get_fstatfs64()(fd, st), NEGATIVE);
+}
+
+int statvfs(const char *path, struct statvfs *st)
+{
+    RETRIED(int, (PATH(path), present(l, st, sizeof(*st))), get_statvfs()(path, st), NEGATIVE);
+}
+
+int statvfs64(const char *path, struct statvfs64 *st)
+{
+    RETRIED(int, (PATH(path), present(l, st, sizeof(*st))), get_statvfs64()(path, st), NEGATIVE);
+}
+
+int fstatvfs(int fd, struct statvfs *st)
+{
+    RETRIED(int, present(l, st, sizeof(*st)), get_fstatvfs()(fd, st), NEGATIVE);
+}
+
+int fstatvfs64(int fd, struct statvfs64 *st)
+{
+    RETRIED(int, present(l, st, sizeof(*st)), get_fstatvfs64()(fd, st), NEGATIVE);
+}
+
+ssize_t getxattr(const char *path, const char *name, void *value, size_t size)
+{
+    RETRIED(ssize_t, (PATH(path), PATH(name), present(l, value, size)),
+            get_getxattr()(path, name, value, size), NEGATIVE);
+}
+
+ssize_t lgetxattr(const char *path, const char *name, void *value, size_t size)
+{
+    RETRIED(ssize_t, (PATH(path), PATH(name), present(l, value, size)),
+            get_lgetxattr()(path, name, value, size), NEGATIVE);
+}
+
+ssize_t fgetxattr(int fd, const char *name, void *value, size_t size)
+{
+    RETRIED(ssize_t, (PATH(name), present(l, value, size)), get_fgetxattr()(fd, name, value, size),
+            NEGATIVE);
+}
+
+int setxattr(const char *path, const char *name, const void *value, size_t size, int flags)
+{
+    RETRIED(int, (PATH(path), PATH(name), present(l, value, size)),
+            get_setxattr()(path, name, value, size, flags), NEGATIVE);
+}
+
+int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)
+{
+    RETRIED(int, (PATH(path), PATH(name), present(l, value, size)),
+            get_lsetxattr()(path, name, value, size, flags), NEGATIVE);
+}
+
+int fsetxattr(int fd, const char *name, const void *value, size_t size, int flags)
+{
+    RETRIED(int, (PATH(name), present(l, value, size)),
+            get_fsetxattr()(fd, name, value, size, flags), NEGATIVE);
+}
+
+ssize_t listxattr(const char *path, char *list, size_t size)
+{
+    RETRIED(ssize_t, (PATH(path), present(l, list, size)), get_listxattr()(path, list, size),
+            NEGATIVE);
+}
+
+ssize_t llistxattr(const char *path, char *list, size_t size)
+{
+    RETRIED(ssize_t, (PATH(path), present(l, list, size)), get_llistxattr()(path, list, size),
+            NEGATIVE);
+}
+
+ssize_t flistxattr(int fd, char *list, size_t size)
+{
+    RETRIED(ssize_t, present(l, list, size), get_flistxattr()(fd, list, size), NEGATIVE);
+}
+
+int removexattr(const char *path, const char *name)
+{
+    RETRIED(int, (PATH(path), PATH(name)), get_removexattr()(path, name), NEGATIVE);
+}
+
+int lremovexattr(const char *path, const char *name)
+{
+    RETRIED(int, (PATH(path), PATH(name)), get_lremovexattr()(path, name), NEGATIVE);
+}
+
+int fremovexattr(int fd, const char *name)
+{
+    RETRIED(int, PATH(name), get_fremovexattr()(fd, name), NEGATIVE);
+}
+
+/* Runs CALL (a mkstemp-like call on the template tmpl) and retries it after an EFAULT with
+ * the template as it was given: glibc leaves its last guess in place of the XXXXXX. */
+#define TEMPLATED(type, tmpl, CALL, FAILED)                                                        \
+    do {                                                                                           \
+        struct lethe *l = io_signal_mode();                                                        \
+        if (!l || !lethe_in_region(l, (tmpl)))                                                     \
+            return (CALL);                                                                         \
+        char saved_[PATH_MAX];                                                                     \
+        size_t len_ = strnlen((tmpl), sizeof(saved_));                                             \
+        if (len_ == sizeof(saved_))                                                                \
+            return (CALL);                                                                         \
+        memcpy(saved_, (tmpl), len_ + 1);                                                          \
+        type rc_ = (type)0;                                                                        \
+        for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
+            if (try_ > 0)                                                                          \
+                memcpy((tmpl), saved_, len_ + 1);                                                  \
+            rc_ = (CALL);                                                                          \
+            if (!(FAILED(rc_) && errno == EFAULT))                                                 \
+                break;                                                                             \
+        }                                                                                          \
+        return rc_;                                                                                \
+    } while (0)
+
+int mkstemp(char *tmpl)
+{
+    TEMPLATED(int, tmpl, get_mkstemp()(tmpl), NEGATIVE);
+}
+
+int mkostemp(char *tmpl, int flags)
+{
+    TEMPLATED(int, tmpl, get_mkostemp()(tmpl, flags), NEGATIVE);
+}
+
+int mkstemps(char *tmpl, int suffix)
+{
+    TEMPLATED(int, tmpl, get_mkstemps()(tmpl, suffix), NEGATIVE);
+}
+
+int mkostemps(char *tmpl, int suffix, int flags)
+{
+    TEMPLATED(int, tmpl, get_mkostemps()(tmpl, suffix, flags), NEGATIVE);
+}
+
+char *mkdtemp(char *tmpl)
+{
+    TEMPLATED(char *, tmpl, get_mkdtemp()(tmpl), IS_NULL);
+}
+
 char *getcwd(char *buf, size_t size)
 {
     struct lethe *l = io_signal_mode();
@@ -383,4 +817,110 @@ int epoll_pwait(int ep, struct epoll_event *events, int max, int ms, const sigse
         return get_epoll_pwait()(ep, events, max, ms, mask);
     WAITED(events, (size_t)max * sizeof(*events),
            get_epoll_pwait()(ep, events, max, try_ ? ms_left(ms, &start_) : ms, mask));
+}
+
+/* The bytes of an fd_set that select looks at for n descriptors (the kernel's own rounding). */
+static size_t set_bytes(int n)
+{
+    return ((size_t)n + 8 * sizeof(long) - 1) / (8 * sizeof(long)) * sizeof(long);
+}
+
+static bool sets_touch_region(struct lethe *l, int n, fd_set *r, fd_set *w, fd_set *e,
+                              const void *timeout, size_t timeout_len)
+{
+    size_t len = set_bytes(n);
+    return io_touches_region(l, r, len) || io_touches_region(l, w, len) ||
+           io_touches_region(l, e, len) || io_touches_region(l, timeout, timeout_len);
+}
+
+/* Copies set (len bytes) into copy from user mode; NULL stays NULL. */
+static fd_set *set_in(const fd_set *set, fd_set *copy, size_t len)
+{
+    if (!set)
+        return NULL;
+    memcpy(copy, set, len);
+    return copy;
+}
+
+static void set_out(fd_set *set, const fd_set *copy, size_t len)
+{
+    if (set)
+        memcpy(set, copy, len);
+}
+
+/* Makes the sets of a select on more than FD_SETSIZE descriptors present. */
+static void sets_present(struct lethe *l, int n, fd_set *r, fd_set *w, fd_set *e)
+{
+    size_t len = set_bytes(n);
+    present(l, r, r ? len : 0);
+    present(l, w, w ? len : 0);
+    present(l, e, e ? len : 0);
+}
+
+int select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
+{
+    struct lethe *l = io_signal_mode();
+    if (!l || n <= 0 || !sets_touch_region(l, n, r, w, e, tv, sizeof(*tv)))
+        return get_select()(n, r, w, e, tv);
+    if (n > FD_SETSIZE) {
+        int rc = -1;
+        for (int try = 0; try < RETRIES; try++) {
+            sets_present(l, n, r, w, e);
+            present(l, tv, tv ? sizeof(*tv) : 0);
+            rc = get_select()(n, r, w, e, tv);
+            if (!(rc < 0 && errno == EFAULT))
+                break;
+        }
+        return rc;
+    }
+    size_t len = set_bytes(n);
+    fd_set cr, cw, ce;
+    struct timeval ctv;
+    if (tv)
+        ctv = *tv;
+    int rc = get_select()(n, set_in(r, &cr, len), set_in(w, &cw, len), set_in(e, &ce, len),
+                          tv ? &ctv : NULL);
+    int saved = errno;
+    if (rc >= 0) {
+        set_out(r, &cr, len);
+        set_out(w, &cw, len);
+        set_out(e, &ce, len);
+    }
+    if (tv)
+        *tv = ctv; /* Linux leaves what remained of the timeout, also after an error */
+    errno = saved;
+    return rc;
+}
+
+int pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *ts, const sigset_t *mask)
+{
+    struct lethe *l = io_signal_mode();
+    if (!l || n <= 0 || !sets_touch_region(l, n, r, w, e, ts, sizeof(*ts)))
+        return get_pselect()(n, r, w, e, ts, mask);
+    if (n > FD_SETSIZE) {
+        int rc = -1;
+        for (int try = 0; try < RETRIES; try++) {
+            sets_present(l, n, r, w, e);
+            present(l, ts, ts ? sizeof(*ts) : 0);
+            rc = get_pselect()(n, r, w, e, ts, mask);
+            if (!(rc < 0 && errno == EFAULT))
+                break;
+        }
+        return rc;
+    }
+    size_t len = set_bytes(n);
+    fd_set cr, cw, ce;
+    struct timespec cts;
+    if (ts)
+        cts = *ts;
+    int rc = get_pselect()(n, set_in(r, &cr, len), set_in(w, &cw, len), set_in(e, &ce, len),
+                           ts ? &cts : NULL, mask);
+    int saved = errno;
+    if (rc >= 0) {
+        set_out(r, &cr, len);
+        set_out(w, &cw, len);
+        set_out(e, &ce, len);
+    }
+    errno = saved;
+    return rc;
 }

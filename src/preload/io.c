@@ -28,12 +28,13 @@
  * pwritev, pwritev64, recv, recvfrom, recvmsg, send, sendto, sendmsg, open, open64, openat,
  * openat64, and the _FORTIFY_SOURCE forms a fortified program calls instead (__read_chk,
  * __pread_chk, __pread64_chk, __recv_chk, __recvfrom_chk, __open_2, __open64_2, __openat_2,
- * __openat64_2). stdio.c covers the stdio streams and readdir, printf.c formatted output,
- * calls.c heap paths and structs (stat, access, unlink, rename, mkdir...) and event waits
- * (poll, epoll_wait). Not covered: calls libc makes internally elsewhere (getaddrinfo, ...),
- * other system calls given heap buffers or heap paths (futex on a heap word, execve of a heap
- * path, the many path calls calls.c leaves out, io_uring, O_DIRECT), and a datagram whose
- * receive fails with EFAULT is dropped by the kernel. In thread delivery mode none of this is
+ * __openat64_2). stdio.c covers the stdio streams and directory listings, printf.c formatted
+ * output, calls.c heap paths and structs (stat, access, unlink, rename, mkdir, symlink,
+ * chown, xattrs...) and event waits (poll, epoll_wait, select), spawn.c the exec family,
+ * posix_spawn and system. Not covered: calls libc makes internally elsewhere (getaddrinfo,
+ * ...), other system calls given heap buffers or heap paths (futex on a heap word, the path
+ * calls calls.c leaves out, io_uring, O_DIRECT), and a datagram whose receive fails with
+ * EFAULT is dropped by the kernel. In thread delivery mode none of this is
  * needed (the vCPUs serve kernel accesses too) and the wrappers pass straight through.
  */
 #define _GNU_SOURCE

@@ -221,6 +221,7 @@ __attribute__((constructor)) static void preload_init(void)
     preload_find_own_code();
     io_init();
     calls_init();
+    spawn_init();
     stdio_init();
     libc_safe_init();
     const char *path = getenv("LETHE_CONFIG");

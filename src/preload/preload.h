@@ -75,7 +75,7 @@ void stats_forget(void);
 /* io.c: resolves glibc's versions of the wrapped calls (the constructor calls it first). */
 void io_init(void);
 /* The runtime when buffers handed to the kernel need care (signal delivery, runtime up), else
- * NULL: what every wrapper of io.c, calls.c, stdio.c and printf.c asks first. */
+ * NULL: what every wrapper of io.c, calls.c, spawn.c, stdio.c and printf.c asks first. */
 struct lethe *io_signal_mode(void);
 /* Bytes made present before one system call (an eighth of the cache, 64..128 KiB). */
 size_t io_budget(void);
@@ -89,6 +89,9 @@ bool io_touches_region(struct lethe *l, const void *buf, size_t len);
 
 /* calls.c: resolves glibc's versions of the path, stat and event-wait calls it wraps. */
 void calls_init(void);
+
+/* spawn.c: resolves glibc's exec, posix_spawn and system. */
+void spawn_init(void);
 
 /* stdio.c: resolves glibc's versions of the wrapped stdio calls (with io_init), then, once
  * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */

@@ -28,18 +28,24 @@
  *    first, and the call retried after an EFAULT (freopen's path is read, not retried:
  *    freopen has closed the stream by then).
  *
- *  - readdir and readdir64 make the DIR's block present first (below).
+ *  - readdir and readdir64 make the DIR's block present first (below); readdir_r and
+ *    readdir64_r likewise. scandir, scandirat and their 64 forms, whose DIR glibc opens and
+ *    reads inside itself, are carried out here with those wrappers.
  *
  *  - The printf family formats outside the region first (printf.c).
  *
  * Not covered: the _unlocked variants, wide-character I/O of long strings, and what other
- * libc functions read or write into heap memory themselves (readdir_r, scandir,
- * getaddrinfo). Those need fault_delivery = thread.
+ * libc functions read or write into heap memory themselves (getaddrinfo, ...). Those need
+ * fault_delivery = thread.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -66,6 +72,17 @@ typedef int (*fputs_fn)(const char *, FILE *);
 typedef int (*puts_fn)(const char *);
 typedef struct dirent *(*readdir_fn)(DIR *);
 typedef struct dirent64 *(*readdir64_fn)(DIR *);
+typedef int (*readdir_r_fn)(DIR *, struct dirent *, struct dirent **);
+typedef int (*readdir64_r_fn)(DIR *, struct dirent64 *, struct dirent64 **);
+typedef int (*dirent_filter)(const struct dirent *);
+typedef int (*dirent_order)(const struct dirent **, const struct dirent **);
+typedef int (*dirent64_filter)(const struct dirent64 *);
+typedef int (*dirent64_order)(const struct dirent64 **, const struct dirent64 **);
+typedef int (*scandir_fn)(const char *, struct dirent ***, dirent_filter, dirent_order);
+typedef int (*scandir64_fn)(const char *, struct dirent64 ***, dirent64_filter, dirent64_order);
+typedef int (*scandirat_fn)(int, const char *, struct dirent ***, dirent_filter, dirent_order);
+typedef int (*scandirat64_fn)(int, const char *, struct dirent64 ***, dirent64_filter,
+                              dirent64_order);
 
 PRELOAD_REAL(_IO_setb, setb_fn)
 PRELOAD_REAL(fopen, fopen_fn)
@@ -82,6 +99,12 @@ PRELOAD_REAL(fputs, fputs_fn)
 PRELOAD_REAL(puts, puts_fn)
 PRELOAD_REAL(readdir, readdir_fn)
 PRELOAD_REAL(readdir64, readdir64_fn)
+PRELOAD_REAL(readdir_r, readdir_r_fn)
+PRELOAD_REAL(readdir64_r, readdir64_r_fn)
+PRELOAD_REAL(scandir, scandir_fn)
+PRELOAD_REAL(scandir64, scandir64_fn)
+PRELOAD_REAL(scandirat, scandirat_fn)
+PRELOAD_REAL(scandirat64, scandirat64_fn)
 typedef size_t (*fread_chk_fn)(void *, size_t, size_t, size_t, FILE *);
 PRELOAD_REAL(__fread_chk, fread_chk_fn)
 
@@ -134,6 +157,12 @@ void stdio_init(void)
     get_puts();
     get_readdir();
     get_readdir64();
+    get_readdir_r();
+    get_readdir64_r();
+    get_scandir();
+    get_scandir64();
+    get_scandirat();
+    get_scandirat64();
     get___fread_chk();
     printf_init();
 }
@@ -368,4 +397,149 @@ struct dirent *readdir(DIR *d)
 struct dirent64 *readdir64(DIR *d)
 {
     READ_DIR(d, get_readdir64()(d));
+}
+
+/* readdir_r reports an error by its result, not errno: the same as READ_DIR otherwise. */
+#define READ_DIR_R(d, CALL)                                                                        \
+    do {                                                                                           \
+        struct lethe *l_ = io_signal_mode();                                                       \
+        if (!l_ || !lethe_in_region(l_, (d)))                                                      \
+            return (CALL);                                                                         \
+        size_t size_ = malloc_usable_size((d));                                                    \
+        off_t pos_ = lseek(dirfd((d)), 0, SEEK_CUR);                                               \
+        for (int try_ = 0;; try_++) {                                                              \
+            io_prefault(l_, (d), size_);                                                           \
+            int rc_ = (CALL);                                                                      \
+            if (rc_ == EFAULT && try_ + 1 < RETRIES &&                                             \
+                (pos_ < 0 || lseek(dirfd((d)), pos_, SEEK_SET) == pos_))                           \
+                continue;                                                                          \
+            return rc_;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+int readdir_r(DIR *d, struct dirent *entry, struct dirent **result)
+{
+    READ_DIR_R(d, get_readdir_r()(d, entry, result));
+}
+
+int readdir64_r(DIR *d, struct dirent64 *entry, struct dirent64 **result)
+{
+    READ_DIR_R(d, get_readdir64_r()(d, entry, result));
+}
+#pragma GCC diagnostic pop
+
+/* scandir: glibc opens the directory and reads it with its own internal readdir, where the
+ * wrapper above never sees it; a refill that meets a missing page of the DIR's block fails
+ * with EFAULT, and scandir with it. In signal mode the listing is made here instead, as
+ * glibc makes it: the directory opened with openat and fdopendir, each entry read with the
+ * readdir wrapper, offered to the filter, copied (d_reclen bytes) into a malloc'd block,
+ * the list grown with realloc, sorted with qsort, and on an error everything freed and -1
+ * returned with errno. On x86_64 a dirent64 is a dirent, so the 64 forms share the code. */
+_Static_assert(sizeof(struct dirent) == sizeof(struct dirent64) &&
+                   offsetof(struct dirent, d_name) == offsetof(struct dirent64, d_name),
+               "dirent and dirent64 differ");
+
+static int scan_dir(int dir, const char *path, struct dirent ***out, dirent_filter keep,
+                    dirent_order order)
+{
+    struct lethe *l = io_signal_mode();
+    int fd = -1;
+    for (int try = 0; try < RETRIES; try++) {
+        io_touch_string(l, path);
+        fd = openat(dir, path, O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0 || errno != EFAULT)
+            break;
+    }
+    if (fd < 0)
+        return -1;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    int saved = errno, err = 0;
+    struct dirent **list = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        errno = 0;
+        struct dirent *e = readdir(d);
+        if (!e) {
+            err = errno;
+            break;
+        }
+        if (keep) {
+            int wanted = keep(e);
+            if (!wanted)
+                continue;
+        }
+        if (n == cap) {
+            size_t grown = cap ? 2 * cap : 16;
+            struct dirent **bigger = realloc(list, grown * sizeof(*list));
+            if (!bigger) {
+                err = ENOMEM;
+                break;
+            }
+            list = bigger;
+            cap = grown;
+        }
+        struct dirent *copy = malloc(e->d_reclen);
+        if (!copy) {
+            err = ENOMEM;
+            break;
+        }
+        memcpy(copy, e, e->d_reclen);
+        list[n++] = copy;
+        if (n > INT_MAX) {
+            err = EOVERFLOW;
+            break;
+        }
+    }
+    closedir(d);
+    if (err) {
+        while (n > 0)
+            free(list[--n]);
+        free(list);
+        errno = err;
+        return -1;
+    }
+    if (order && n > 1)
+        qsort(list, n, sizeof(*list), (int (*)(const void *, const void *))order);
+    *out = list;
+    errno = saved;
+    return (int)n;
+}
+
+int scandir(const char *path, struct dirent ***out, dirent_filter keep, dirent_order order)
+{
+    if (!io_signal_mode())
+        return get_scandir()(path, out, keep, order);
+    return scan_dir(AT_FDCWD, path, out, keep, order);
+}
+
+int scandir64(const char *path, struct dirent64 ***out, dirent64_filter keep, dirent64_order order)
+{
+    if (!io_signal_mode())
+        return get_scandir64()(path, out, keep, order);
+    return scan_dir(AT_FDCWD, path, (struct dirent ***)out, (dirent_filter)keep,
+                    (dirent_order)order);
+}
+
+int scandirat(int dir, const char *path, struct dirent ***out, dirent_filter keep,
+              dirent_order order)
+{
+    if (!io_signal_mode())
+        return get_scandirat()(dir, path, out, keep, order);
+    return scan_dir(dir, path, out, keep, order);
+}
+
+int scandirat64(int dir, const char *path, struct dirent64 ***out, dirent64_filter keep,
+                dirent64_order order)
+{
+    if (!io_signal_mode())
+        return get_scandirat64()(dir, path, out, keep, order);
+    return scan_dir(dir, path, (struct dirent ***)out, (dirent_filter)keep, (dirent_order)order);
 }

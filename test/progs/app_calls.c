@@ -1,7 +1,7 @@
 /* app_calls.c — a program for lethed's tests: system calls given heap memory that has gone
  * cold, beyond read/write and stdio.
  *
- *   app_calls MIB DIR
+ *   app_calls MIB DIR [basic|more]
  *
  * It keeps its paths in heap strings and its results in heap structs, and between uses churns
  * MIB MiB of fresh memory (filled and checked twice), so that under Lethe with a smaller cache
@@ -13,6 +13,19 @@
  *    faccessat from cold heap paths into cold heap structs (sizes checked), renamed,
  *    unlinked; a heap-named directory made, opened with opendir, listed, removed; fstat into
  *    a cold heap struct.
+ * With "more" (instead of the default "basic"), the calls past those:
+ *  - scandir and scandirat (SCANS times) of a directory of LISTED long heap-built names (a
+ *    listing longer than the DIR's buffer, so it takes several refills), readdir_r into a
+ *    cold heap entry;
+ *  - select and pselect on cold heap fd_sets, and select on a heap set sized for 1501
+ *    descriptors (when the descriptor limit can be raised that far);
+ *  - symlink, readlink, realpath, link, chown, lchown, fchownat, fchmodat, utimensat and
+ *    utimes (cold heap time arrays), statvfs and statfs into cold heap structs, mkstemp and
+ *    mkdtemp of cold heap templates, setxattr/getxattr/listxattr/removexattr (where the file
+ *    system has user xattrs), remove;
+ *  - posix_spawn, posix_spawnp and system of cold heap command lines and argv arrays, and at
+ *    last execv of this program from a cold heap path and argv ("exec-child MIB"), which
+ *    execs it once more with execl ("exec-last"), each printing one line.
  * Every result is checked; a failure prints what went wrong to stderr and exits 1. The output
  * on stdout is the same with and without Lethe.
  */
@@ -20,21 +33,35 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <spawn.h>
+#include <sys/select.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define CHUNK  (1u << 20)
 #define FILES  12
 #define POLLS  8192
 #define EVENTS 8192
+#define LISTED 300
+#define SCANS  12
+
+extern char **environ;
 
 static size_t churn_mib;
 
@@ -248,13 +275,408 @@ static void polls(void)
     printf("polls ok\n");
 }
 
+static int not_dots(const struct dirent *e)
+{
+    return strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+}
+
+/* A name of about 200 bytes: LISTED of them outgrow a DIR's 32 KiB buffer, and the first
+ * entry of a refill crosses onto the buffer's second page more often (glibc's scandir then
+ * meets a missing page at once and fails with EFAULT, where a later entry would only make
+ * the refill short). */
+static char *listed_name(const char *sub, unsigned i)
+{
+    char name[256];
+    snprintf(name, sizeof(name), "an-entry-%0190u", i);
+    return heap_path(sub, name, i);
+}
+
+static void listings(const char *dir)
+{
+    char *sub = heap_path(dir, "listing", 0);
+    if (mkdir(sub, 0700) != 0)
+        die("mkdir of the listing directory failed", 0);
+    for (unsigned i = 0; i < LISTED; i++) {
+        char *name = listed_name(sub, i);
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        if (fd < 0)
+            die("creating a listed file failed", i);
+        close(fd);
+        free(name);
+    }
+    for (unsigned round = 0; round < SCANS; round++) {
+        churn(1100 + round);
+        struct dirent **list = NULL;
+        int n = round % 2 == 0 ? scandir(sub, &list, not_dots, alphasort)
+                               : scandirat(AT_FDCWD, sub, &list, not_dots, alphasort);
+        if (n != LISTED)
+            die(round % 2 == 0 ? "scandir missed entries" : "scandirat missed entries",
+                (unsigned)n);
+        for (int i = 0; i < n; i++) {
+            if (i > 0 && strcmp(list[i - 1]->d_name, list[i]->d_name) >= 0)
+                die("scandir's list is not sorted", (unsigned)i);
+            if (strncmp(list[i]->d_name, "an-entry-", 9) != 0)
+                die("scandir returned a name that is not in the directory", (unsigned)i);
+        }
+        for (int i = 0; i < n; i++)
+            free(list[i]);
+        free(list);
+    }
+    struct dirent *entry = malloc(sizeof(*entry));
+    if (!entry)
+        die("malloc of a dirent failed", 0);
+    for (unsigned round = 0; round < 2; round++) {
+        DIR *d = opendir(sub);
+        if (!d)
+            die("opendir of the listing directory failed", round);
+        unsigned seen = 0;
+        for (;;) {
+            if (seen % 100 == 0)
+                churn(1200 + seen + round);
+            struct dirent *got = NULL;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+            int rc = readdir_r(d, entry, &got); /* deprecated, still used */
+#pragma GCC diagnostic pop
+            if (rc != 0) {
+                errno = rc;
+                die("readdir_r into a cold heap entry failed", seen);
+            }
+            if (!got)
+                break;
+            seen++;
+        }
+        closedir(d);
+        if (seen != LISTED + 2)
+            die("readdir_r missed entries", seen);
+    }
+    for (unsigned i = 0; i < LISTED; i++) {
+        char *name = listed_name(sub, i);
+        if (unlink(name) != 0)
+            die("unlink of a listed file failed", i);
+        free(name);
+    }
+    if (rmdir(sub) != 0)
+        die("rmdir of the listing directory failed", 0);
+    free(entry);
+    free(sub);
+    printf("listings ok %u\n", LISTED);
+}
+
+static void selects(void)
+{
+    int p[2];
+    if (pipe(p) != 0 || write(p[1], "ready", 5) != 5)
+        die("pipe failed", 0);
+    fd_set *rd = malloc(sizeof(*rd)), *wr = malloc(sizeof(*wr)), *ex = malloc(sizeof(*ex));
+    struct timeval *tv = malloc(sizeof(*tv));
+    struct timespec *ts = malloc(sizeof(*ts));
+    if (!rd || !wr || !ex || !tv || !ts)
+        die("malloc of the fd_sets failed", 0);
+    int top = (p[0] > p[1] ? p[0] : p[1]) + 1;
+    for (unsigned round = 0; round < 4; round++) {
+        FD_ZERO(rd);
+        FD_ZERO(wr);
+        FD_ZERO(ex);
+        FD_SET(p[0], rd);
+        FD_SET(p[1], wr);
+        FD_SET(p[0], ex);
+        *tv = (struct timeval){.tv_sec = 5};
+        *ts = (struct timespec){.tv_sec = 5};
+        settled(rd);
+        settled(wr);
+        settled(ex);
+        settled(tv);
+        settled(ts);
+        churn(1300 + round);
+        int n = round % 2 == 0 ? select(top, rd, wr, ex, tv) : pselect(top, rd, wr, ex, ts, NULL);
+        if (n != 2 || !FD_ISSET(p[0], rd) || !FD_ISSET(p[1], wr) || FD_ISSET(p[0], ex))
+            die(round % 2 == 0 ? "select on cold heap fd_sets failed"
+                               : "pselect on cold heap fd_sets failed",
+                round);
+        if (round % 2 == 0 && (tv->tv_sec > 5 || tv->tv_sec < 0))
+            die("select left a timeout that is not what remained", round);
+    }
+    /* more descriptors than an fd_set holds: sets the program sized itself, on the heap */
+    struct rlimit lim;
+    int high = 1500;
+    if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_max > (rlim_t)high + 1) {
+        if (lim.rlim_cur <= (rlim_t)high) {
+            lim.rlim_cur = (rlim_t)high + 1;
+            if (setrlimit(RLIMIT_NOFILE, &lim) != 0)
+                die("setrlimit failed", 0);
+        }
+        if (dup2(p[0], high) != high)
+            die("dup2 to a high descriptor failed", 0);
+        size_t bytes = (size_t)(high + 64) / 8;
+        unsigned char *big = calloc(1, bytes);
+        if (!big)
+            die("malloc of a large fd_set failed", 0);
+        for (unsigned round = 0; round < 2; round++) {
+            memset(big, 0, bytes);
+            big[high / 8] = (unsigned char)(1u << (high % 8));
+            settled(big);
+            churn(1310 + round);
+            *tv = (struct timeval){.tv_sec = 5};
+            int n = select(high + 1, (fd_set *)(void *)big, NULL, NULL, tv);
+            if (n != 1 || !(big[high / 8] & (1u << (high % 8))))
+                die("select on a cold heap fd_set beyond FD_SETSIZE failed", round);
+        }
+        close(high);
+        free(big);
+    }
+    close(p[0]);
+    close(p[1]);
+    free(ts);
+    free(tv);
+    free(ex);
+    free(wr);
+    free(rd);
+    printf("selects ok\n");
+}
+
+/* stat's size and mode of path, or die. */
+static struct stat stat_of(const char *path, const char *what)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        die(what, 0);
+    return st;
+}
+
+static void links(const char *dir)
+{
+    char *target = heap_path(dir, "target", 0), *sym = heap_path(dir, "symlink", 0);
+    char *hard = heap_path(dir, "hardlink", 0), *buf = malloc(4096);
+    if (!buf)
+        die("malloc of a buffer failed", 0);
+    int fd = open(target, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0 || write(fd, "abc", 3) != 3)
+        die("creating the target failed", 0);
+    close(fd);
+    churn(1400);
+    if (symlink(target, sym) != 0)
+        die("symlink of cold heap paths failed", 0);
+    churn(1401);
+    ssize_t len = readlink(sym, buf, 4096);
+    if (len != (ssize_t)strlen(target) || memcmp(buf, target, (size_t)len) != 0)
+        die("readlink of the symlink failed", 0);
+    char plain[PATH_MAX], expect[PATH_MAX];
+    snprintf(plain, sizeof(plain), "%s", sym);
+    if (!realpath(plain, expect))
+        die("realpath of a stack path failed", 0);
+    churn(1419);
+    char *resolved = realpath(sym, NULL);
+    if (!resolved || strcmp(resolved, expect) != 0)
+        die("realpath of a cold heap path failed", 0);
+    free(resolved);
+    churn(1402);
+    if (link(target, hard) != 0)
+        die("link of cold heap paths failed", 0);
+    if (stat_of(hard, "stat of the hard link failed").st_nlink != 2)
+        die("the hard link does not count", 0);
+    churn(1403);
+    if (chown(target, getuid(), getgid()) != 0)
+        die("chown of a cold heap path failed", 0);
+    churn(1404);
+    if (lchown(sym, getuid(), getgid()) != 0)
+        die("lchown of a cold heap path failed", 0);
+    churn(1405);
+    if (fchownat(AT_FDCWD, hard, getuid(), getgid(), 0) != 0)
+        die("fchownat of a cold heap path failed", 0);
+    churn(1406);
+    if (fchmodat(AT_FDCWD, target, 0640, 0) != 0 ||
+        (stat_of(target, "stat after fchmodat failed").st_mode & 0777) != 0640)
+        die("fchmodat of a cold heap path failed", 0);
+    struct timespec *times = malloc(2 * sizeof(*times));
+    struct timeval *tvs = malloc(2 * sizeof(*tvs));
+    if (!times || !tvs)
+        die("malloc of the time arrays failed", 0);
+    times[0] = times[1] = (struct timespec){.tv_sec = 1000000000};
+    settled(times);
+    churn(1407);
+    if (utimensat(AT_FDCWD, target, times, 0) != 0 ||
+        stat_of(target, "stat after utimensat failed").st_mtime != 1000000000)
+        die("utimensat of a cold heap path and times failed", 0);
+    tvs[0] = tvs[1] = (struct timeval){.tv_sec = 1100000000};
+    settled(tvs);
+    churn(1408);
+    if (utimes(target, tvs) != 0 ||
+        stat_of(target, "stat after utimes failed").st_mtime != 1100000000)
+        die("utimes of a cold heap path and times failed", 0);
+    struct statvfs *vfs = malloc(sizeof(*vfs));
+    struct statfs *sfs = malloc(sizeof(*sfs));
+    if (!vfs || !sfs)
+        die("malloc of the statfs buffers failed", 0);
+    churn(1409);
+    if (statvfs(target, vfs) != 0 || vfs->f_bsize == 0)
+        die("statvfs into a cold heap struct failed", 0);
+    churn(1410);
+    if (statfs(target, sfs) != 0 || sfs->f_bsize == 0)
+        die("statfs into a cold heap struct failed", 0);
+    char *tmpl = heap_path(dir, "temp", 0);
+    strcat(tmpl, "XXXXXX");
+    churn(1411);
+    fd = mkstemp(tmpl);
+    if (fd < 0)
+        die("mkstemp of a cold heap template failed", 0);
+    close(fd);
+    if (unlink(tmpl) != 0)
+        die("unlink of mkstemp's file failed", 0);
+    strcpy(tmpl + strlen(tmpl) - 6, "XXXXXX");
+    churn(1412);
+    if (!mkdtemp(tmpl))
+        die("mkdtemp of a cold heap template failed", 0);
+    if (rmdir(tmpl) != 0)
+        die("rmdir of mkdtemp's directory failed", 0);
+    char *xname = malloc(32), *xvalue = malloc(64);
+    if (!xname || !xvalue)
+        die("malloc of the xattr strings failed", 0);
+    strcpy(xname, "user.lethe");
+    strcpy(xvalue, "a value kept in an extended attribute");
+    churn(1413);
+    if (setxattr(target, xname, xvalue, strlen(xvalue), 0) == 0) {
+        memset(buf, 0, 4096);
+        churn(1414);
+        ssize_t got = getxattr(target, xname, buf, 4096);
+        if (got != (ssize_t)strlen(xvalue) || memcmp(buf, xvalue, (size_t)got) != 0)
+            die("getxattr into a cold heap buffer failed", 0);
+        churn(1415);
+        got = listxattr(target, buf, 4096);
+        if (got <= 0 || !memmem(buf, (size_t)got, xname, strlen(xname) + 1))
+            die("listxattr into a cold heap buffer failed", 0);
+        churn(1416);
+        if (removexattr(target, xname) != 0)
+            die("removexattr of cold heap strings failed", 0);
+    } else if (errno != ENOTSUP && errno != EPERM) {
+        die("setxattr of cold heap strings failed", 0);
+    }
+    churn(1417);
+    if (unlink(sym) != 0 || unlink(hard) != 0)
+        die("unlink of the links failed", 0);
+    churn(1418);
+    if (remove(target) != 0)
+        die("remove of a cold heap path failed", 0);
+    free(xvalue);
+    free(xname);
+    free(tmpl);
+    free(sfs);
+    free(vfs);
+    free(tvs);
+    free(times);
+    free(buf);
+    free(hard);
+    free(sym);
+    free(target);
+    printf("links ok\n");
+}
+
+static char *heap_string(const char *s)
+{
+    char *p = strdup(s);
+    if (!p)
+        die("strdup failed", 0);
+    return p;
+}
+
+static int exit_status(pid_t pid, const char *what)
+{
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+        die(what, 0);
+    return WEXITSTATUS(status);
+}
+
+static void spawns(void)
+{
+    char **args = malloc(4 * sizeof(*args));
+    if (!args)
+        die("malloc of an argv failed", 0);
+    for (unsigned round = 0; round < 4; round++) {
+        char code[32];
+        snprintf(code, sizeof(code), "exit %u", 10 + round);
+        args[0] = heap_string("sh");
+        args[1] = heap_string("-c");
+        args[2] = heap_string(code);
+        args[3] = NULL;
+        char *path = heap_string("/bin/sh");
+        settled(args);
+        churn(1500 + round);
+        pid_t pid;
+        int rc = round % 2 == 0 ? posix_spawn(&pid, path, NULL, NULL, args, environ)
+                                : posix_spawnp(&pid, args[0], NULL, NULL, args, environ);
+        if (rc != 0) {
+            errno = rc;
+            die(round % 2 == 0 ? "posix_spawn of a cold heap argv failed"
+                               : "posix_spawnp of a cold heap argv failed",
+                round);
+        }
+        if (exit_status(pid, "waiting for a spawned shell failed") != (int)(10 + round))
+            die("a spawned shell did not run its command", round);
+        for (int i = 0; i < 3; i++)
+            free(args[i]);
+        free(path);
+        char *line = heap_string(code);
+        churn(1510 + round);
+        int status = system(line);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != (int)(10 + round))
+            die("system of a cold heap command line failed", round);
+        free(line);
+    }
+    free(args);
+    printf("spawns ok\n");
+}
+
+/* Replaces this program with itself, running `stage`: the path and argv are cold heap
+ * memory. execv's argv is built on the heap; execl's arguments are heap strings. */
+static _Noreturn void exec_self(const char *stage, bool by_execl)
+{
+    char **args = malloc(4 * sizeof(*args));
+    if (!args)
+        die("malloc of an argv failed", 0);
+    char mib[32];
+    snprintf(mib, sizeof(mib), "%zu", churn_mib);
+    args[0] = heap_string("app_calls");
+    args[1] = heap_string(stage);
+    args[2] = heap_string(mib);
+    args[3] = NULL;
+    char *self = heap_string("/proc/self/exe");
+    settled(args);
+    churn(1600);
+    fflush(stdout);
+    if (by_execl)
+        execl(self, args[0], args[1], args[2], (char *)NULL);
+    else
+        execv(self, args);
+    die(by_execl ? "execl of a cold heap path and arguments failed"
+                 : "execv of a cold heap path and argv failed",
+        0);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: app_calls MIB DIR\n");
+    if (argc == 3 && strcmp(argv[1], "exec-child") == 0) {
+        churn_mib = strtoull(argv[2], NULL, 10);
+        printf("execv ok\n");
+        exec_self("exec-last", true);
+    }
+    if (argc == 3 && strcmp(argv[1], "exec-last") == 0) {
+        printf("execl ok\n");
+        return 0;
+    }
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: app_calls MIB DIR [basic|more]\n");
         return 2;
     }
     churn_mib = strtoull(argv[1], NULL, 10);
+    if (argc == 4 && strcmp(argv[3], "more") == 0) {
+        listings(argv[2]);
+        selects();
+        links(argv[2]);
+        spawns();
+        printf("done\n");
+        exec_self("exec-child", false);
+    }
     polls();
     paths(argv[2]);
     printf("done\n");
