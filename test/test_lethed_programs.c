@@ -54,6 +54,21 @@ Test(programs, heap_buffers_handed_to_read_and_write)
     same_output("8M", "", cmd);
 }
 
+Test(programs, a_program_a_shell_execs_reports_its_own_stats)
+{
+    /* `sh -c 'exec prog'` (the documented way through a shell): the shell starts Lethe, then
+     * becomes prog in the same process, whose new image must find the stats segment again,
+     * so that lethed's final line counts prog's swap-ins, not the shell's none */
+    char line[512];
+    snprintf(line, sizeof(line), "exec %s 32", TL_PROG("app_mixed"));
+    char *cmd[] = {"/bin/sh", "-c", line, NULL};
+    same_output("8M", "", cmd);
+    char *err = tl_read_file(tl_file("lethe.err"));
+    cr_assert(err && !strstr(err, "cannot use the stats segment"),
+              "the exec'd image did not find the stats segment:\n%s", err);
+    free(err);
+}
+
 Test(programs, gnu_sort_of_a_file_larger_than_the_cache)
 {
     /* sort's heap is about 3x its input: 2.5 MB of lines against a 2 MiB cache. */

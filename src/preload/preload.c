@@ -222,6 +222,7 @@ __attribute__((constructor)) static void preload_init(void)
     io_init();
     calls_init();
     spawn_init();
+    sockets_init();
     stdio_init();
     libc_safe_init();
     const char *path = getenv("LETHE_CONFIG");

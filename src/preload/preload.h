@@ -71,11 +71,16 @@ int stats_start(struct lethe *l);
 void stats_final(struct lethe *l);
 /* In a forked child: this process must never publish (the segment is the parent's). */
 void stats_forget(void);
+/* Around an exec of this process: the segment's inherited descriptor is passed on to the
+ * new image, and kept close-on-exec again when the exec failed. */
+void stats_before_exec(void);
+void stats_after_failed_exec(void);
 
 /* io.c: resolves glibc's versions of the wrapped calls (the constructor calls it first). */
 void io_init(void);
 /* The runtime when buffers handed to the kernel need care (signal delivery, runtime up), else
- * NULL: what every wrapper of io.c, calls.c, spawn.c, stdio.c and printf.c asks first. */
+ * NULL: what every wrapper of io.c, calls.c, spawn.c, sockets.c, stdio.c and printf.c asks
+ * first. */
 struct lethe *io_signal_mode(void);
 /* Bytes made present before one system call (an eighth of the cache, 64..128 KiB). */
 size_t io_budget(void);
@@ -92,6 +97,9 @@ void calls_init(void);
 
 /* spawn.c: resolves glibc's exec, posix_spawn and system. */
 void spawn_init(void);
+
+/* sockets.c: resolves glibc's socket address and option calls. */
+void sockets_init(void);
 
 /* stdio.c: resolves glibc's versions of the wrapped stdio calls (with io_init), then, once
  * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */

@@ -19,6 +19,8 @@
  *  - system reads its command line first. It cannot retry: glibc reports a child that
  *    failed to exec as exit status 127, as a shell does for an unknown command, so the
  *    window between the touch and the child's exec (a few microseconds) stays.
+ * In both modes the exec wrappers also pass the stats segment's descriptor on to the new
+ * image when the managed process execs itself (stats.c).
  * A child spawned with posix_spawn shares the memory until it execs and runs with every
  * signal blocked: if it touches a page that has gone in that window (posix_spawnp's path
  * search reads the file name from user mode) it dies of SIGBUS. The touch just before the
@@ -79,20 +81,24 @@ static void touch_command(struct lethe *l, const char *path, char *const argv[],
     touch_vector(l, envp);
 }
 
-/* Runs CALL (an exec, which returns only on failure) after touching path, argv and envp,
+/* Runs CALL (an exec, which returns only on failure) with the stats segment's descriptor
+ * passed on (in both delivery modes); in signal mode after touching path, argv and envp, and
  * again while it fails with EFAULT. */
 #define EXECED(path, argv, envp, CALL)                                                             \
     do {                                                                                           \
         struct lethe *l = io_signal_mode();                                                        \
-        if (!l)                                                                                    \
-            return (CALL);                                                                         \
+        stats_before_exec();                                                                       \
         int rc_ = -1;                                                                              \
-        for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
-            touch_command(l, (path), (argv), (envp));                                              \
+        for (int try_ = 0; try_ < (l ? RETRIES : 1); try_++) {                                     \
+            if (l)                                                                                 \
+                touch_command(l, (path), (argv), (envp));                                          \
             rc_ = (CALL);                                                                          \
             if (errno != EFAULT)                                                                   \
                 break;                                                                             \
         }                                                                                          \
+        int err_ = errno;                                                                          \
+        stats_after_failed_exec();                                                                 \
+        errno = err_;                                                                              \
         return rc_;                                                                                \
     } while (0)
 

@@ -9,13 +9,24 @@
  *
  * The snapshot buffer is allocated outside the region and guarded by publish_lock, which
  * the stats thread and the exiting thread take around collect + publish.
+ *
+ * A program that execs itself keeps its pid, and its new image starts Lethe again and must
+ * find the segment again (`sh -c 'exec prog'` is the way to run a program through a shell).
+ * So the inherited "fd:N" descriptor is not closed once mapped: it is kept, close-on-exec,
+ * and the exec wrappers (spawn.c) clear the flag just before an exec in this process and set
+ * it again if the exec fails. Only while it is still the descriptor inherited (the program
+ * may have closed it or put something else there), never in a forked or vforked child.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,16 +43,77 @@ static pthread_mutex_t publish_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t started_ns;
 static bool finished;  /* final snapshot written: no more publications (publish_lock) */
 static bool forgotten; /* forked child: never touch the segment again */
+/* the inherited "fd:N" descriptor, kept for an exec of this process (-1: none), what it
+ * was when attached, and the process that attached it */
+static int kept_fd = -1;
+static dev_t kept_dev;
+static ino_t kept_ino;
+static pid_t kept_pid;
+
+/* For "fd:N": keeps N (close-on-exec) and returns in spec_out a spec naming a duplicate,
+ * which the attach closes once mapped. Anything else is left to the attach as it is. */
+static const char *keep_inherited(const char *spec, char *spec_out, size_t size)
+{
+    if (strncmp(spec, "fd:", 3) != 0)
+        return spec;
+    char *end;
+    errno = 0;
+    long n = strtol(spec + 3, &end, 10);
+    struct stat st;
+    if (errno || end == spec + 3 || *end || n < 0 || n > INT_MAX || fstat((int)n, &st) != 0)
+        return spec;
+    int dup_fd = fcntl((int)n, F_DUPFD_CLOEXEC, 3);
+    if (dup_fd < 0)
+        return spec;
+    fcntl((int)n, F_SETFD, FD_CLOEXEC);
+    kept_fd = (int)n;
+    kept_dev = st.st_dev;
+    kept_ino = st.st_ino;
+    kept_pid = getpid();
+    snprintf(spec_out, size, "fd:%d", dup_fd);
+    return spec_out;
+}
+
+/* Whether kept_fd is still the descriptor inherited, in the process that attached it. */
+static bool kept_is_ours(void)
+{
+    struct stat st;
+    return kept_fd >= 0 && getpid() == kept_pid && fstat(kept_fd, &st) == 0 &&
+           st.st_dev == kept_dev && st.st_ino == kept_ino;
+}
+
+static void forget_kept(void)
+{
+    if (kept_is_ours())
+        close(kept_fd);
+    kept_fd = -1;
+}
+
+void stats_before_exec(void)
+{
+    if (!__atomic_load_n(&forgotten, __ATOMIC_RELAXED) && kept_is_ours())
+        fcntl(kept_fd, F_SETFD, 0);
+}
+
+void stats_after_failed_exec(void)
+{
+    if (kept_is_ours())
+        fcntl(kept_fd, F_SETFD, FD_CLOEXEC);
+}
 
 int stats_attach(const char *spec)
 {
     struct lethe_stats_shm *s;
-    int rc = lethe_stats_shm_attach(spec, &s);
-    if (rc < 0)
+    char dup_spec[32];
+    int rc = lethe_stats_shm_attach(keep_inherited(spec, dup_spec, sizeof(dup_spec)), &s);
+    if (rc < 0) {
+        forget_kept();
         return rc;
+    }
     snap = heap_runtime_alloc(sizeof(*snap));
     if (!snap) {
         lethe_stats_shm_detach(s);
+        forget_kept();
         return -ENOMEM;
     }
     memset(snap, 0, sizeof(*snap));
@@ -160,4 +232,10 @@ void stats_final(struct lethe *l)
 void stats_forget(void)
 {
     __atomic_store_n(&forgotten, true, __ATOMIC_RELAXED);
+    /* the child's copy of the descriptor: its own execs must not pass it on. kept_pid is
+     * still the parent's, so compare by hand (fstat and close are async-signal-safe) */
+    struct stat st;
+    if (kept_fd >= 0 && fstat(kept_fd, &st) == 0 && st.st_dev == kept_dev && st.st_ino == kept_ino)
+        close(kept_fd);
+    kept_fd = -1;
 }

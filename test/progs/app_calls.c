@@ -23,6 +23,8 @@
  *    utimes (cold heap time arrays), statvfs and statfs into cold heap structs, mkstemp and
  *    mkdtemp of cold heap templates, setxattr/getxattr/listxattr/removexattr (where the file
  *    system has user xattrs), remove;
+ *  - a TCP connection on 127.0.0.1 whose addresses and options are cold heap memory:
+ *    setsockopt, bind, getsockname, connect, accept and accept4, getpeername, getsockopt;
  *  - posix_spawn, posix_spawnp and system of cold heap command lines and argv arrays, and at
  *    last execv of this program from a cold heap path and argv ("exec-child MIB"), which
  *    execs it once more with execl ("exec-last"), each printing one line.
@@ -33,6 +35,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -43,6 +47,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <spawn.h>
 #include <sys/select.h>
@@ -571,6 +576,75 @@ static void links(const char *dir)
     printf("links ok\n");
 }
 
+/* A TCP listener and a client on 127.0.0.1, every address and option in cold heap memory. */
+static void sockets(void)
+{
+    struct sockaddr_in *addr = malloc(sizeof(*addr)), *peer = malloc(sizeof(*peer));
+    struct sockaddr_in *local = malloc(sizeof(*local));
+    socklen_t *len = malloc(sizeof(*len));
+    int *opt = malloc(sizeof(*opt));
+    if (!addr || !peer || !local || !len || !opt)
+        die("malloc of the socket structs failed", 0);
+    for (unsigned round = 0; round < 2; round++) {
+        int lis = socket(AF_INET, SOCK_STREAM, 0), cli = socket(AF_INET, SOCK_STREAM, 0);
+        if (lis < 0 || cli < 0)
+            die("socket failed", round);
+        *opt = 1;
+        settled(opt);
+        churn(1700 + round);
+        if (setsockopt(lis, SOL_SOCKET, SO_REUSEADDR, opt, sizeof(*opt)) != 0)
+            die("setsockopt of a cold heap value failed", round);
+        *addr =
+            (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        settled(addr);
+        churn(1702 + round);
+        if (bind(lis, (struct sockaddr *)addr, sizeof(*addr)) != 0 || listen(lis, 4) != 0)
+            die("bind to a cold heap address failed", round);
+        *len = sizeof(*addr);
+        settled(len);
+        churn(1704 + round);
+        if (getsockname(lis, (struct sockaddr *)addr, len) != 0 || *len != sizeof(*addr) ||
+            addr->sin_port == 0)
+            die("getsockname into a cold heap address failed", round);
+        churn(1706 + round);
+        if (connect(cli, (struct sockaddr *)addr, sizeof(*addr)) != 0)
+            die("connect to a cold heap address failed", round);
+        *len = sizeof(*peer);
+        memset(peer, 0, sizeof(*peer));
+        settled(peer);
+        churn(1708 + round);
+        int conn = round == 0 ? accept(lis, (struct sockaddr *)peer, len)
+                              : accept4(lis, (struct sockaddr *)peer, len, SOCK_CLOEXEC);
+        if (conn < 0 || *len != sizeof(*peer) || peer->sin_addr.s_addr != htonl(INADDR_LOOPBACK))
+            die("accept into a cold heap address failed", round);
+        *len = sizeof(*local);
+        churn(1710 + round);
+        if (getpeername(conn, (struct sockaddr *)local, len) != 0 ||
+            local->sin_port != peer->sin_port)
+            die("getpeername into a cold heap address failed", round);
+        *opt = 0;
+        *len = sizeof(*opt);
+        churn(1712 + round);
+        if (getsockopt(lis, SOL_SOCKET, SO_REUSEADDR, opt, len) != 0 || *opt == 0 ||
+            *len != sizeof(*opt))
+            die("getsockopt into a cold heap value failed", round);
+        if (write(cli, "ping", 4) != 4)
+            die("write to the connection failed", round);
+        char got[4];
+        if (read(conn, got, 4) != 4 || memcmp(got, "ping", 4) != 0)
+            die("the connection lost its data", round);
+        close(conn);
+        close(cli);
+        close(lis);
+    }
+    free(opt);
+    free(len);
+    free(local);
+    free(peer);
+    free(addr);
+    printf("sockets ok\n");
+}
+
 static char *heap_string(const char *s)
 {
     char *p = strdup(s);
@@ -661,6 +735,10 @@ int main(int argc, char **argv)
         exec_self("exec-last", true);
     }
     if (argc == 3 && strcmp(argv[1], "exec-last") == 0) {
+        /* the image lethed reports on at the end (it found the stats segment again): its
+         * heap is managed too */
+        churn_mib = strtoull(argv[2], NULL, 10);
+        churn(1601);
         printf("execl ok\n");
         return 0;
     }
@@ -673,6 +751,7 @@ int main(int argc, char **argv)
         listings(argv[2]);
         selects();
         links(argv[2]);
+        sockets();
         spawns();
         printf("done\n");
         exec_self("exec-child", false);
