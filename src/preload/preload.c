@@ -58,11 +58,17 @@ static struct lethe *the_lethe;
 static struct lethe_config the_config;
 static uintptr_t own_lo, own_hi;
 static bool forked_child;
+static pid_t started_pid;   /* the process Lethe started in */
 static int summary_fd = -1; /* close-on-exec duplicate of the initial standard error */
 
 struct lethe *preload_lethe(void)
 {
     return __atomic_load_n(&the_lethe, __ATOMIC_ACQUIRE);
+}
+
+bool preload_in_started_process(void)
+{
+    return preload_lethe() && !forked_child && getpid() == started_pid;
 }
 
 const struct lethe_config *preload_config(void)
@@ -260,6 +266,7 @@ __attribute__((constructor)) static void preload_init(void)
     rc = heap_init(l);
     if (rc < 0)
         fail("the managed heap could not be set up");
+    started_pid = getpid();
     __atomic_store_n(&the_lethe, l, __ATOMIC_RELEASE);
     heap_enter_program_thread();
     stdio_start();

@@ -39,6 +39,8 @@
 
 /* The runtime once it is up (NULL before, and in processes where Lethe stays dormant). */
 struct lethe *preload_lethe(void);
+/* Whether the caller is the process Lethe started in (not a forked or vforked child). */
+bool preload_in_started_process(void);
 /* The configuration in effect (valid once preload_lethe() is non-NULL). */
 const struct lethe_config *preload_config(void);
 /* Whether a return address lies in this library's code. */

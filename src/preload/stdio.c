@@ -44,10 +44,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
-#include <stddef.h>
-#include <stdlib.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -441,10 +441,9 @@ _Static_assert(sizeof(struct dirent) == sizeof(struct dirent64) &&
                    offsetof(struct dirent, d_name) == offsetof(struct dirent64, d_name),
                "dirent and dirent64 differ");
 
-static int scan_dir(int dir, const char *path, struct dirent ***out, dirent_filter keep,
-                    dirent_order order)
+static int scan_dir(struct lethe *l, int dir, const char *path, struct dirent ***out,
+                    dirent_filter keep, dirent_order order)
 {
-    struct lethe *l = io_signal_mode();
     int fd = -1;
     for (int try = 0; try < RETRIES; try++) {
         io_touch_string(l, path);
@@ -515,31 +514,35 @@ static int scan_dir(int dir, const char *path, struct dirent ***out, dirent_filt
 
 int scandir(const char *path, struct dirent ***out, dirent_filter keep, dirent_order order)
 {
-    if (!io_signal_mode())
+    struct lethe *l = io_signal_mode();
+    if (!l)
         return get_scandir()(path, out, keep, order);
-    return scan_dir(AT_FDCWD, path, out, keep, order);
+    return scan_dir(l, AT_FDCWD, path, out, keep, order);
 }
 
 int scandir64(const char *path, struct dirent64 ***out, dirent64_filter keep, dirent64_order order)
 {
-    if (!io_signal_mode())
+    struct lethe *l = io_signal_mode();
+    if (!l)
         return get_scandir64()(path, out, keep, order);
-    return scan_dir(AT_FDCWD, path, (struct dirent ***)out, (dirent_filter)keep,
+    return scan_dir(l, AT_FDCWD, path, (struct dirent ***)out, (dirent_filter)keep,
                     (dirent_order)order);
 }
 
 int scandirat(int dir, const char *path, struct dirent ***out, dirent_filter keep,
               dirent_order order)
 {
-    if (!io_signal_mode())
+    struct lethe *l = io_signal_mode();
+    if (!l)
         return get_scandirat()(dir, path, out, keep, order);
-    return scan_dir(dir, path, out, keep, order);
+    return scan_dir(l, dir, path, out, keep, order);
 }
 
 int scandirat64(int dir, const char *path, struct dirent64 ***out, dirent64_filter keep,
                 dirent64_order order)
 {
-    if (!io_signal_mode())
+    struct lethe *l = io_signal_mode();
+    if (!l)
         return get_scandirat64()(dir, path, out, keep, order);
-    return scan_dir(dir, path, (struct dirent ***)out, (dirent_filter)keep, (dirent_order)order);
+    return scan_dir(l, dir, path, (struct dirent ***)out, (dirent_filter)keep, (dirent_order)order);
 }
