@@ -31,7 +31,8 @@
  * __openat64_2). stdio.c covers the stdio streams and directory listings, printf.c formatted
  * output, calls.c heap paths and structs (stat, access, unlink, rename, mkdir, symlink,
  * chown, xattrs...) and event waits (poll, epoll_wait, select), spawn.c the exec family,
- * posix_spawn and system, sockets.c socket addresses and options. Not covered: calls libc
+ * posix_spawn and system, sockets.c socket addresses and options, structs.c small structs
+ * (pipe, waitpid, sigprocmask...) and getrandom. Not covered: calls libc
  * makes internally elsewhere (getaddrinfo, ...), other system calls given heap buffers or
  * heap paths (futex on a heap word, the path calls calls.c leaves out, io_uring, O_DIRECT),
  * and a datagram whose receive fails with EFAULT is dropped by the kernel. In thread delivery

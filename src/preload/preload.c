@@ -229,6 +229,7 @@ __attribute__((constructor)) static void preload_init(void)
     calls_init();
     spawn_init();
     sockets_init();
+    structs_init();
     stdio_init();
     libc_safe_init();
     const char *path = getenv("LETHE_CONFIG");

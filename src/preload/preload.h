@@ -81,8 +81,8 @@ void stats_after_failed_exec(void);
 /* io.c: resolves glibc's versions of the wrapped calls (the constructor calls it first). */
 void io_init(void);
 /* The runtime when buffers handed to the kernel need care (signal delivery, runtime up), else
- * NULL: what every wrapper of io.c, calls.c, spawn.c, sockets.c, stdio.c and printf.c asks
- * first. */
+ * NULL: what every wrapper of io.c, calls.c, spawn.c, sockets.c, structs.c, stdio.c and
+ * printf.c asks first. */
 struct lethe *io_signal_mode(void);
 /* Bytes made present before one system call (an eighth of the cache, 64..128 KiB). */
 size_t io_budget(void);
@@ -102,6 +102,9 @@ void spawn_init(void);
 
 /* sockets.c: resolves glibc's socket address and option calls. */
 void sockets_init(void);
+
+/* structs.c: resolves glibc's calls on small structs (pipe, waitpid, sigprocmask...). */
+void structs_init(void);
 
 /* stdio.c: resolves glibc's versions of the wrapped stdio calls (with io_init), then, once
  * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */

@@ -25,6 +25,11 @@
  *    system has user xattrs), remove;
  *  - a TCP connection on 127.0.0.1 whose addresses and options are cold heap memory:
  *    setsockopt, bind, getsockname, connect, accept and accept4, getpeername, getsockopt;
+ *  - getrandom into a fresh 1 MiB heap buffer, getentropy, pipe/pipe2/socketpair into a cold
+ *    heap array, waitpid/wait4/waitid/wait into cold heap statuses, sigprocmask and
+ *    pthread_sigmask with cold heap sets, sched_get/setaffinity and pthread_getaffinity_np
+ *    with a CPU_ALLOC'd mask, uname, getrusage, get/set/prlimit, nanosleep and
+ *    clock_nanosleep on cold heap structs;
  *  - posix_spawn, posix_spawnp and system of cold heap command lines and argv arrays, and at
  *    last execv of this program from a cold heap path and argv ("exec-child MIB"), which
  *    execs it once more with execl ("exec-last"), each printing one line.
@@ -32,14 +37,17 @@
  * on stdout is the same with and without Lethe.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,16 +55,18 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
+#include <sys/random.h>
 #include <sys/resource.h>
-#include <spawn.h>
 #include <sys/select.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/time.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHUNK  (1u << 20)
@@ -645,6 +655,154 @@ static void sockets(void)
     printf("sockets ok\n");
 }
 
+/* A child that exits with code at once (its exit status is what the waits must report). */
+static pid_t child_exiting(int code)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork failed", (unsigned)code);
+    if (pid == 0)
+        _exit(code);
+    return pid;
+}
+
+/* Small structs and arrays the kernel fills or reads, each in cold heap memory. */
+static void structs(void)
+{
+    /* getrandom into a fresh 1 MiB heap buffer (none of its pages ever touched), getentropy */
+    size_t rlen = 1u << 20;
+    unsigned char *random = malloc(rlen), *entropy = malloc(64);
+    if (!random || !entropy)
+        die("malloc of the random buffers failed", 0);
+    if (getrandom(random, rlen, 0) != (ssize_t)rlen)
+        die("getrandom into a fresh heap buffer failed", 0);
+    size_t zeros = 0;
+    for (size_t i = 0; i < rlen; i++)
+        zeros += random[i] == 0;
+    if (zeros > rlen / 128)
+        die("getrandom left its buffer mostly zero", (unsigned)zeros);
+    churn(1800);
+    if (getentropy(entropy, 64) != 0)
+        die("getentropy into a cold heap buffer failed", 0);
+    /* descriptors written into heap arrays */
+    int *fds = malloc(6 * sizeof(*fds));
+    if (!fds)
+        die("malloc of the descriptor array failed", 0);
+    churn(1801);
+    if (pipe(fds) != 0)
+        die("pipe into a cold heap array failed", 0);
+    churn(1802);
+    if (pipe2(fds + 2, O_CLOEXEC) != 0)
+        die("pipe2 into a cold heap array failed", 0);
+    churn(1803);
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds + 4) != 0)
+        die("socketpair into a cold heap array failed", 0);
+    for (unsigned i = 0; i < 6; i += 2) {
+        char got = 0;
+        if (write(fds[i + 1], "p", 1) != 1 || read(fds[i], &got, 1) != 1 || got != 'p')
+            die("a heap-returned descriptor pair does not connect", i);
+        close(fds[i]);
+        close(fds[i + 1]);
+    }
+    /* exit statuses, a rusage and a siginfo in cold heap memory */
+    int *status = malloc(sizeof(*status));
+    struct rusage *usage = malloc(sizeof(*usage));
+    siginfo_t *info = malloc(sizeof(*info));
+    if (!status || !usage || !info)
+        die("malloc of the wait structs failed", 0);
+    pid_t pid = child_exiting(7);
+    churn(1804);
+    if (waitpid(pid, status, 0) != pid || !WIFEXITED(*status) || WEXITSTATUS(*status) != 7)
+        die("waitpid into a cold heap status failed", 0);
+    pid = child_exiting(8);
+    churn(1805);
+    if (wait4(pid, status, 0, usage) != pid || WEXITSTATUS(*status) != 8)
+        die("wait4 into a cold heap status and rusage failed", 0);
+    memset(info, 0, sizeof(*info));
+    settled(info);
+    pid = child_exiting(9);
+    churn(1806);
+    if (waitid(P_PID, (id_t)pid, info, WEXITED) != 0 || info->si_pid != pid || info->si_status != 9)
+        die("waitid into a cold heap siginfo failed", 0);
+    pid = child_exiting(10);
+    churn(1807);
+    if (wait(status) != pid || WEXITSTATUS(*status) != 10)
+        die("wait into a cold heap status failed", 0);
+    /* signal sets */
+    /* the old set on pages of its own (16 KiB: a large block), away from the new one, which
+     * glibc reads from user mode before the call */
+    sigset_t *set = malloc(sizeof(*set)), *old = malloc(16384);
+    if (!set || !old)
+        die("malloc of the signal sets failed", 0);
+    sigemptyset(set);
+    sigaddset(set, SIGUSR1);
+    settled(set);
+    churn(1808);
+    if (sigprocmask(SIG_BLOCK, set, old) != 0 || sigismember(old, SIGUSR1))
+        die("sigprocmask with cold heap sets failed", 0);
+    churn(1809);
+    if (pthread_sigmask(SIG_SETMASK, old, set) != 0 || !sigismember(set, SIGUSR1))
+        die("pthread_sigmask with cold heap sets failed", 0);
+    /* a CPU mask sized at run time, as CPU_ALLOC makes them */
+    size_t mask_size = CPU_ALLOC_SIZE(4096);
+    cpu_set_t *mask = CPU_ALLOC(4096);
+    if (!mask)
+        die("CPU_ALLOC failed", 0);
+    churn(1810);
+    if (sched_getaffinity(0, mask_size, mask) != 0 || CPU_COUNT_S(mask_size, mask) < 1)
+        die("sched_getaffinity into a cold heap mask failed", 0);
+    churn(1811);
+    if (sched_setaffinity(0, mask_size, mask) != 0)
+        die("sched_setaffinity from a cold heap mask failed", 0);
+    churn(1812);
+    if (pthread_getaffinity_np(pthread_self(), mask_size, mask) != 0 ||
+        CPU_COUNT_S(mask_size, mask) < 1)
+        die("pthread_getaffinity_np into a cold heap mask failed", 0);
+    /* uname, getrusage, rlimits, sleeps */
+    struct utsname *uts = malloc(sizeof(*uts));
+    struct rlimit *lim = malloc(sizeof(*lim));
+    struct timespec *req = malloc(sizeof(*req)), *rem = malloc(sizeof(*rem));
+    if (!uts || !lim || !req || !rem)
+        die("malloc of the small structs failed", 0);
+    churn(1813);
+    if (uname(uts) != 0 || strcmp(uts->sysname, "Linux") != 0)
+        die("uname into a cold heap struct failed", 0);
+    churn(1814);
+    if (getrusage(RUSAGE_SELF, usage) != 0 || usage->ru_maxrss <= 0)
+        die("getrusage into a cold heap struct failed", 0);
+    churn(1815);
+    if (getrlimit(RLIMIT_NOFILE, lim) != 0 || lim->rlim_cur == 0)
+        die("getrlimit into a cold heap struct failed", 0);
+    churn(1816);
+    if (setrlimit(RLIMIT_NOFILE, lim) != 0)
+        die("setrlimit from a cold heap struct failed", 0);
+    churn(1817);
+    if (prlimit(0, RLIMIT_NOFILE, NULL, lim) != 0 || lim->rlim_cur == 0)
+        die("prlimit into a cold heap struct failed", 0);
+    *req = (struct timespec){.tv_nsec = 1000};
+    settled(req);
+    churn(1818);
+    if (nanosleep(req, rem) != 0)
+        die("nanosleep of a cold heap timespec failed", 0);
+    churn(1819);
+    if (clock_nanosleep(CLOCK_MONOTONIC, 0, req, rem) != 0)
+        die("clock_nanosleep of a cold heap timespec failed", 0);
+    free(rem);
+    free(req);
+    free(lim);
+    free(uts);
+    CPU_FREE(mask);
+    free(old);
+    free(set);
+    free(info);
+    free(usage);
+    free(status);
+    free(fds);
+    free(entropy);
+    free(random);
+    printf("structs ok\n");
+}
+
 static char *heap_string(const char *s)
 {
     char *p = strdup(s);
@@ -752,6 +910,7 @@ int main(int argc, char **argv)
         selects();
         links(argv[2]);
         sockets();
+        structs();
         spawns();
         printf("done\n");
         exec_self("exec-child", false);
