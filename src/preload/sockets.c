@@ -30,7 +30,6 @@
 #define OPT_MAX 512
 
 typedef int (*addr_in_fn)(int, const struct sockaddr *, socklen_t);
-typedef int (*accept_fn)(int, struct sockaddr *, socklen_t *);
 typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
 typedef int (*addr_out_fn)(int, struct sockaddr *, socklen_t *);
 typedef int (*setsockopt_fn)(int, int, int, const void *, socklen_t);
@@ -38,7 +37,7 @@ typedef int (*getsockopt_fn)(int, int, int, void *, socklen_t *);
 
 PRELOAD_REAL(bind, addr_in_fn)
 PRELOAD_REAL(connect, addr_in_fn)
-PRELOAD_REAL(accept, accept_fn)
+PRELOAD_REAL(accept, addr_out_fn)
 PRELOAD_REAL(accept4, accept4_fn)
 PRELOAD_REAL(getsockname, addr_out_fn)
 PRELOAD_REAL(getpeername, addr_out_fn)
@@ -69,22 +68,24 @@ static struct lethe *heap_address(const void *addr, socklen_t len, const socklen
     return NULL;
 }
 
-int bind(int fd, const struct sockaddr *addr, socklen_t len)
+/* bind and connect: the address copied to the stack first. */
+static int address_in_via_stack(addr_in_fn call, int fd, const struct sockaddr *addr, socklen_t len)
 {
     if (!heap_address(addr, len, NULL) || len > sizeof(struct sockaddr_storage))
-        return get_bind()(fd, addr, len);
+        return call(fd, addr, len);
     struct sockaddr_storage copy;
     memcpy(&copy, addr, len);
-    return get_bind()(fd, (struct sockaddr *)&copy, len);
+    return call(fd, (struct sockaddr *)&copy, len);
+}
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    return address_in_via_stack(get_bind(), fd, addr, len);
 }
 
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-    if (!heap_address(addr, len, NULL) || len > sizeof(struct sockaddr_storage))
-        return get_connect()(fd, addr, len);
-    struct sockaddr_storage copy;
-    memcpy(&copy, addr, len);
-    return get_connect()(fd, (struct sockaddr *)&copy, len);
+    return address_in_via_stack(get_connect(), fd, addr, len);
 }
 
 /* Copies an address the kernel gave (got bytes in copy) out to the caller's addr and
@@ -106,6 +107,20 @@ static bool through_stack(struct sockaddr *addr, socklen_t *lenp)
     return heap_address(addr, room, lenp) != NULL;
 }
 
+/* accept, getsockname and getpeername (one signature): the address received on the stack
+ * and copied out on success. */
+static int address_via_stack(addr_out_fn call, int fd, struct sockaddr *addr, socklen_t *lenp)
+{
+    if (!through_stack(addr, lenp))
+        return call(fd, addr, lenp);
+    struct sockaddr_storage copy;
+    socklen_t got = sizeof(copy);
+    int rc = call(fd, (struct sockaddr *)&copy, &got);
+    if (rc >= 0)
+        address_out(addr, lenp, &copy, got);
+    return rc;
+}
+
 int accept4(int fd, struct sockaddr *addr, socklen_t *lenp, int flags)
 {
     if (!through_stack(addr, lenp))
@@ -120,38 +135,17 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *lenp, int flags)
 
 int accept(int fd, struct sockaddr *addr, socklen_t *lenp)
 {
-    if (!through_stack(addr, lenp))
-        return get_accept()(fd, addr, lenp);
-    struct sockaddr_storage copy;
-    socklen_t got = sizeof(copy);
-    int rc = get_accept()(fd, (struct sockaddr *)&copy, &got);
-    if (rc >= 0)
-        address_out(addr, lenp, &copy, got);
-    return rc;
+    return address_via_stack(get_accept(), fd, addr, lenp);
 }
 
 int getsockname(int fd, struct sockaddr *addr, socklen_t *lenp)
 {
-    if (!through_stack(addr, lenp))
-        return get_getsockname()(fd, addr, lenp);
-    struct sockaddr_storage copy;
-    socklen_t got = sizeof(copy);
-    int rc = get_getsockname()(fd, (struct sockaddr *)&copy, &got);
-    if (rc == 0)
-        address_out(addr, lenp, &copy, got);
-    return rc;
+    return address_via_stack(get_getsockname(), fd, addr, lenp);
 }
 
 int getpeername(int fd, struct sockaddr *addr, socklen_t *lenp)
 {
-    if (!through_stack(addr, lenp))
-        return get_getpeername()(fd, addr, lenp);
-    struct sockaddr_storage copy;
-    socklen_t got = sizeof(copy);
-    int rc = get_getpeername()(fd, (struct sockaddr *)&copy, &got);
-    if (rc == 0)
-        address_out(addr, lenp, &copy, got);
-    return rc;
+    return address_via_stack(get_getpeername(), fd, addr, lenp);
 }
 
 int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
