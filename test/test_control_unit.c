@@ -188,7 +188,11 @@ Test(control_unit, put_waits_for_the_program_and_returns_the_new_size)
     pthread_create(&prog, NULL, program_main, &p);
     struct put_result r = {.f = f};
     pthread_create(&put, NULL, put_main, &r);
-    usleep(100 * 1000); /* the first PUT is now waiting for the program */
+    /* Wait until the first PUT has posted its request: it then waits for the program. */
+    uint64_t ticket, bytes;
+    for (int i = 0; i < 5000 && !lethe_stats_shm_take_request(f->s.shm, &ticket, &bytes); i++)
+        usleep(1000);
+    cr_assert(lethe_stats_shm_take_request(f->s.shm, &ticket, &bytes), "the PUT never posted");
     char text[256];
     cr_assert_eq(get_status(f, "PUT", "/cache_size", "16M", text, sizeof(text)), 409,
                  "one change at a time: %s", text);

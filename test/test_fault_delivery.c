@@ -9,7 +9,11 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define PAGES_PER_THREAD 200
 
@@ -224,12 +228,34 @@ Test(fault_delivery, signal_mode_kernel_access_to_a_missing_page_is_efault)
 struct madviser {
     void *addr;
     int advice;
+    atomic_int tid;
     atomic_int done;
 };
+
+/* Waits (up to 5 s) until thread tid of this process sleeps in the kernel: 'D' in its stat
+ * (an event's wait for its reader is killable, hence uninterruptible), or 'S'. */
+static bool thread_sleeps(int tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    for (int i = 0; i < 5000; i++) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = 0;
+        const char *end = strrchr(buf, ')'); /* "tid (comm) S ..." */
+        if (end && end[1] == ' ' && (end[2] == 'D' || end[2] == 'S'))
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
 
 static void *madvise_main(void *arg)
 {
     struct madviser *m = arg;
+    atomic_store(&m->tid, (int)syscall(SYS_gettid));
     madvise(m->addr, LETHE_PAGE_SIZE, m->advice);
     atomic_store(&m->done, 1);
     return NULL;
@@ -260,6 +286,11 @@ Test(fault_delivery, ioctls_answer_eagain_while_an_event_is_unread_and_faults_re
         usleep(100);
     struct madviser m = {.addr = stub_page(c, 5), .advice = MADV_DONTNEED};
     cr_assert_eq(pthread_create(&adviser, NULL, madvise_main, &m), 0);
+    /* Probe only once the adviser sleeps in madvise: on a loaded machine it may not even have
+     * started 20 ms after pthread_create. */
+    while (!atomic_load(&m.tid))
+        usleep(100);
+    cr_assert(thread_sleeps(atomic_load(&m.tid)), "the adviser never went to sleep");
     usleep(20000);
     cr_assert_eq(atomic_load(&m.done), 0, "madvise waits for its event to be read");
     void *buf = aligned_alloc(LETHE_PAGE_SIZE, LETHE_PAGE_SIZE);
