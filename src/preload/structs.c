@@ -22,11 +22,18 @@
  *  - getentropy (at most 256 bytes) through the stack; getrandom into a heap buffer in
  *    budget-sized pieces, each made present first and retried after an EFAULT (random bytes
  *    have no position to lose), which returns what the kernel would: the whole request, or
- *    what came before a short piece.
+ *    what came before a short piece;
+ *  - fcntl and fcntl64: the struct flock of the record locks (F_GETLK, F_SETLK, F_SETLKW and
+ *    their F_OFD_ forms), the struct f_owner_ex of F_GETOWN_EX/F_SETOWN_EX and the 64-bit
+ *    hint of F_GET_RW_HINT/F_SET_RW_HINT and the file forms; every other command passes its
+ *    argument through unread (an int, or a pointer the wrapper knows nothing of).
  * In thread delivery mode the wrappers pass straight through after one check.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -66,6 +73,7 @@ typedef int (*nanosleep_fn)(const struct timespec *, struct timespec *);
 typedef int (*clock_nanosleep_fn)(clockid_t, int, const struct timespec *, struct timespec *);
 typedef int (*getentropy_fn)(void *, size_t);
 typedef ssize_t (*getrandom_fn)(void *, size_t, unsigned);
+typedef int (*fcntl_fn)(int, int, ...);
 
 PRELOAD_REAL(pipe, pipe_fn)
 PRELOAD_REAL(pipe2, pipe2_fn)
@@ -89,6 +97,8 @@ PRELOAD_REAL(nanosleep, nanosleep_fn)
 PRELOAD_REAL(clock_nanosleep, clock_nanosleep_fn)
 PRELOAD_REAL(getentropy, getentropy_fn)
 PRELOAD_REAL(getrandom, getrandom_fn)
+PRELOAD_REAL(fcntl, fcntl_fn)
+PRELOAD_REAL(fcntl64, fcntl_fn)
 
 void structs_init(void)
 {
@@ -114,6 +124,8 @@ void structs_init(void)
     get_clock_nanosleep();
     get_getentropy();
     get_getrandom();
+    get_fcntl();
+    get_fcntl64();
 }
 
 /* Whether any of up to two objects (p, len) lies in the region, in signal mode. */
@@ -404,4 +416,69 @@ ssize_t getrandom(void *buf, size_t len, unsigned flags)
             break;
     }
     return (ssize_t)done;
+}
+
+/* The size of the struct that fcntl command cmd reads or writes through its argument, or 0
+ * when the argument is not a pointer to one (the command passes through untouched). */
+static size_t fcntl_struct_size(int cmd)
+{
+    switch (cmd) {
+    case F_GETLK:
+    case F_SETLK:
+    case F_SETLKW:
+    case F_OFD_GETLK:
+    case F_OFD_SETLK:
+    case F_OFD_SETLKW:
+        return sizeof(struct flock);
+    case F_GETOWN_EX:
+    case F_SETOWN_EX:
+        return sizeof(struct f_owner_ex);
+    case F_GET_RW_HINT:
+    case F_SET_RW_HINT:
+    case F_GET_FILE_RW_HINT:
+    case F_SET_FILE_RW_HINT:
+        return sizeof(uint64_t);
+    default:
+        return 0;
+    }
+}
+
+/* The struct goes through the stack both ways: in for every command, out only when the call
+ * succeeded (a GETLK's answer; the SET forms leave it as it was). A lock request is not
+ * retried after an EFAULT, so F_SETLKW never waits twice. */
+static int fcntl_via_stack(fcntl_fn real, int fd, int cmd, void *arg)
+{
+    size_t size = fcntl_struct_size(cmd);
+    if (!size || !in_heap(arg, size, NULL, 0))
+        return real(fd, cmd, arg);
+    union {
+        struct flock lock;
+        struct f_owner_ex owner;
+        uint64_t hint;
+    } copy;
+    memcpy(&copy, arg, size);
+    int rc = real(fd, cmd, &copy);
+    if (rc != -1)
+        memcpy(arg, &copy, size);
+    return rc;
+}
+
+/* The argument is read as a pointer whatever the command, as glibc's own fcntl does: an int
+ * passed in its place arrives in the same register and the kernel reads only its low half. */
+int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_via_stack(get_fcntl(), fd, cmd, arg);
+}
+
+int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_via_stack(get_fcntl64(), fd, cmd, arg);
 }

@@ -29,7 +29,8 @@
  *    heap array, waitpid/wait4/waitid/wait into cold heap statuses, sigprocmask and
  *    pthread_sigmask with cold heap sets, sched_get/setaffinity and pthread_getaffinity_np
  *    with a CPU_ALLOC'd mask, uname, getrusage, get/set/prlimit, nanosleep and
- *    clock_nanosleep on cold heap structs;
+ *    clock_nanosleep on cold heap structs; fcntl record locks (F_SETLK, F_GETLK, F_OFD_SETLK,
+ *    F_OFD_GETLK) and F_SETOWN_EX/F_GETOWN_EX through cold heap structs;
  *  - posix_spawn, posix_spawnp and system of cold heap command lines and argv arrays, and at
  *    last execv of this program from a cold heap path and argv ("exec-child MIB"), which
  *    execs it once more with execl ("exec-last"), each printing one line.
@@ -787,6 +788,53 @@ static void structs(void)
     churn(1819);
     if (clock_nanosleep(CLOCK_MONOTONIC, 0, req, rem) != 0)
         die("clock_nanosleep of a cold heap timespec failed", 0);
+    /* record locks and an owner through fcntl, on an unnamed file and a second open file
+     * description of it (OFD locks of one description conflict with the other's) */
+    struct flock *lk = malloc(sizeof(*lk));
+    struct f_owner_ex *owner = malloc(sizeof(*owner));
+    FILE *tmp = tmpfile();
+    if (!lk || !owner || !tmp)
+        die("malloc of the lock structs or tmpfile failed", 0);
+    int lfd = fileno(tmp);
+    char proc_path[64];
+    snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", lfd);
+    int lfd2 = open(proc_path, O_RDWR);
+    if (lfd2 < 0)
+        die("reopening the unnamed file failed", 0);
+    *lk = (struct flock){.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 100};
+    settled(lk);
+    churn(1820);
+    if (fcntl(lfd, F_SETLK, lk) != 0)
+        die("fcntl F_SETLK from a cold heap struct failed", 0);
+    churn(1821);
+    if (fcntl(lfd, F_GETLK, lk) != 0 || lk->l_type != F_UNLCK)
+        die("fcntl F_GETLK into a cold heap struct failed", 0);
+    *lk = (struct flock){.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 200, .l_len = 50};
+    settled(lk);
+    churn(1822);
+    if (fcntl(lfd, F_OFD_SETLK, lk) != 0)
+        die("fcntl F_OFD_SETLK from a cold heap struct failed", 0);
+    /* from 150 on: the process's own POSIX lock on 0-99 would conflict with lfd2's too */
+    *lk = (struct flock){.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 150, .l_len = 0};
+    settled(lk);
+    churn(1823);
+    if (fcntl(lfd2, F_OFD_GETLK, lk) != 0 || lk->l_type != F_WRLCK || lk->l_start != 200 ||
+        lk->l_len != 50)
+        die("fcntl F_OFD_GETLK into a cold heap struct failed", 0);
+    *owner = (struct f_owner_ex){.type = F_OWNER_PID, .pid = getpid()};
+    settled(owner);
+    churn(1824);
+    if (fcntl(lfd, F_SETOWN_EX, owner) != 0)
+        die("fcntl F_SETOWN_EX from a cold heap struct failed", 0);
+    memset(owner, 0, sizeof(*owner));
+    settled(owner);
+    churn(1825);
+    if (fcntl(lfd, F_GETOWN_EX, owner) != 0 || owner->type != F_OWNER_PID || owner->pid != getpid())
+        die("fcntl F_GETOWN_EX into a cold heap struct failed", 0);
+    close(lfd2);
+    fclose(tmp);
+    free(owner);
+    free(lk);
     free(rem);
     free(req);
     free(lim);
