@@ -197,3 +197,41 @@ Test(programs, formatted_output_of_a_fortified_program_under_signal_delivery)
     char *cmd[] = {TL_PROG("app_stdio_fortified"), "8", tl_dir, "formatted", NULL};
     same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
 }
+
+Test(programs, a_program_that_takes_sigbus_and_blocks_every_signal_under_signal_delivery)
+{
+    /* its own SIGBUS handler (sigaction, then signal), every signal blocked in two threads,
+     * a handler with a full sa_mask, all while reading back a heap 8x the cache: the faults
+     * must still be served, and a SIGBUS beyond a file mapping's end must reach the
+     * program's handler */
+    char *cmd[] = {TL_PROG("app_signals"), "16", tl_dir, NULL};
+    same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
+}
+
+Test(programs, a_program_that_takes_sigbus_and_blocks_every_signal_under_thread_delivery)
+{
+    /* the runtime's SIGBUS handler stays for forked children here: the program is told of
+     * and given its own handler all the same */
+    char *cmd[] = {TL_PROG("app_signals"), "16", tl_dir, NULL};
+    same_output("2M", "", cmd);
+}
+
+Test(programs, python_subprocesses_under_signal_delivery)
+{
+    /* Python's subprocess vforks: its child resets every signal handler, blocks signals,
+     * closes every descriptor, then reads the command line from the parent's heap, which a
+     * 2 MiB cache has mostly swapped out */
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("no /usr/bin/python3");
+    char *cmd[] = {"/usr/bin/python3", "-c",
+                   "import subprocess\n"
+                   "keep = []\n"
+                   "for i in range(24):\n"
+                   "    keep.append(bytearray(b'%d' % i) * 300000)\n"
+                   "    del keep[:-6]\n"
+                   "    r = subprocess.run(['/bin/echo', 'run', str(i), 'x' * 3000],\n"
+                   "                       capture_output=True)\n"
+                   "    print(r.returncode, r.stdout[:12], len(r.stdout))\n",
+                   NULL};
+    same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
+}

@@ -18,8 +18,10 @@
  *
  * In both modes the handler also catches touches of empty parking slots (uffd B has
  * UFFD_FEATURE_SIGBUS): that is a runtime bug, logged and aborted. SIGBUS elsewhere (a
- * truncated file mapping, a machine-check) goes to the handler installed before ours, or
- * kills the process as it would have without Lethe.
+ * truncated file mapping, a machine-check) goes to the handler installed before ours, or to
+ * the one the program installed since (liblethe's sigaction wrapper hands it to
+ * lethe_fault_sigbus_chain instead of the kernel), or kills the process as it would have
+ * without Lethe.
  *
  * Limits: a kernel-mode access to a missing page (read() into the region, futex, O_DIRECT)
  * fails with EFAULT instead of faulting; a fault raised inside another signal handler that
@@ -33,7 +35,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -41,7 +45,15 @@
 
 #define ALTSTACK_SIZE (64 * 1024)
 
-static struct sigaction previous_sigbus;
+/* The handler a SIGBUS outside every region goes to: the one installed before ours, or the
+ * one the program installed since (lethe_fault_sigbus_chain). Written under install_lock,
+ * from the writer's stack copies only; read by the handler under a sequence count (odd while
+ * a write is in progress). chained_reset: an SA_RESETHAND handler has run once, so the
+ * default action applies until the program installs another. */
+#define CHAINED_WORDS ((sizeof(struct sigaction) + 7) / 8)
+static _Atomic uint64_t chained[CHAINED_WORDS]; /* a struct sigaction, word by word */
+static atomic_uint chained_seq;
+static atomic_bool chained_reset;
 static atomic_bool sigbus_installed;
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint next_thread_slot;
@@ -80,18 +92,98 @@ static bool is_protection_fault(const void *uc)
 #endif
 }
 
+static void chained_read(struct sigaction *out)
+{
+    for (;;) {
+        unsigned seq = atomic_load_explicit(&chained_seq, memory_order_acquire);
+        if (seq & 1) {
+            sched_yield();
+            continue;
+        }
+        uint64_t words[CHAINED_WORDS];
+        for (unsigned i = 0; i < CHAINED_WORDS; i++)
+            words[i] = atomic_load_explicit(&chained[i], memory_order_relaxed);
+        memcpy(out, words, sizeof(*out));
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&chained_seq, memory_order_relaxed) == seq)
+            return;
+    }
+}
+
+/* Under install_lock, between the sequence count's odd and even values (or before the
+ * handler is installed). */
+static void chained_store(const struct sigaction *in)
+{
+    uint64_t words[CHAINED_WORDS] = {0};
+    memcpy(words, in, sizeof(*in));
+    for (unsigned i = 0; i < CHAINED_WORDS; i++)
+        atomic_store_explicit(&chained[i], words[i], memory_order_relaxed);
+}
+
+/* The default action of SIGBUS, set with the system call itself: glibc's signal() and
+ * sigaction() may be liblethe's wrappers, which would only change the chained handler. */
+static void sigbus_default(void)
+{
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } k = {.handler = SIG_DFL};
+    syscall(SYS_rt_sigaction, SIGBUS, &k, NULL, sizeof(k.mask));
+}
+
 static void chain_sigbus(int sig, siginfo_t *si, void *uc)
 {
-    if (previous_sigbus.sa_flags & SA_SIGINFO) {
-        previous_sigbus.sa_sigaction(sig, si, uc);
+    struct sigaction to;
+    chained_read(&to);
+    bool is_default = (to.sa_flags & SA_SIGINFO) ? false : to.sa_handler == SIG_DFL;
+    bool ignored = !(to.sa_flags & SA_SIGINFO) && to.sa_handler == SIG_IGN;
+    if ((to.sa_flags & SA_RESETHAND) && atomic_exchange(&chained_reset, true))
+        is_default = true; /* it has run once already */
+    if (is_default || ignored) {
+        /* Die of SIGBUS when the access is retried, as without Lethe (a synchronous SIGBUS
+         * that is ignored kills too). */
+        sigbus_default();
+        if (si->si_code <= 0) /* sent, not raised by an access: nothing retries it */
+            raise(sig);
         return;
     }
-    if (previous_sigbus.sa_handler != SIG_DFL && previous_sigbus.sa_handler != SIG_IGN) {
-        previous_sigbus.sa_handler(sig);
-        return;
+    if (to.sa_flags & SA_SIGINFO)
+        to.sa_sigaction(sig, si, uc);
+    else
+        to.sa_handler(sig);
+}
+
+bool lethe_fault_sigbus_installed(void)
+{
+    return atomic_load_explicit(&sigbus_installed, memory_order_acquire);
+}
+
+int lethe_fault_sigbus_chain(const struct sigaction *act, struct sigaction *old)
+{
+    if (!lethe_fault_sigbus_installed())
+        return -ENOENT;
+    struct sigaction copy, before;
+    if (act)
+        memcpy(&copy, act, sizeof(copy)); /* any fault on act is taken here, outside the lock */
+    pthread_mutex_lock(&install_lock);
+    chained_read(&before);
+    if (atomic_load(&chained_reset) && (before.sa_flags & SA_RESETHAND)) {
+        before.sa_handler = SIG_DFL;
+        before.sa_flags &= ~(SA_SIGINFO | SA_RESETHAND);
     }
-    /* Default action: die of SIGBUS when the access is retried. */
-    signal(SIGBUS, SIG_DFL);
+    if (act) {
+        atomic_fetch_add_explicit(&chained_seq, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_release);
+        chained_store(&copy);
+        atomic_store(&chained_reset, false);
+        atomic_fetch_add_explicit(&chained_seq, 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&install_lock);
+    if (old)
+        memcpy(old, &before, sizeof(*old));
+    return 0;
 }
 
 /* A SIGBUS outside every region may come from a mapping mremap'd out of a region whose
@@ -198,10 +290,13 @@ int fault_signal_install(void)
         sa.sa_sigaction = sigbus_handler;
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
         sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGBUS, &sa, &previous_sigbus) != 0)
+        struct sigaction before;
+        if (sigaction(SIGBUS, &sa, &before) != 0) {
             rc = -errno;
-        else
+        } else {
+            chained_store(&before);
             atomic_store(&sigbus_installed, true);
+        }
     }
     pthread_mutex_unlock(&install_lock);
     return rc;

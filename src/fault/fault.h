@@ -218,6 +218,20 @@ int lethe_page_wake(struct lethe_region *r, uint64_t vpn, uint64_t n);
  * is never in the region unless the program puts thread stacks in heap memory. */
 int lethe_fault_thread_init(void);
 
+/* Whether the runtime's SIGBUS handler is the process's (the first region installs it, in
+ * both delivery modes, and it stays for the life of the process). */
+bool lethe_fault_sigbus_installed(void);
+/* sigaction() for SIGBUS, once the runtime's handler is installed: act (if not NULL) becomes
+ * the handler that a SIGBUS outside every region is passed to, called from the runtime's
+ * handler with its siginfo and context (its sa_mask is not applied; SA_RESETHAND makes it
+ * run once); *old (if not NULL) gets the one before. The runtime's handler stays the
+ * process's. Returns 0, or -ENOENT when the runtime's handler is not installed. */
+struct sigaction;
+int lethe_fault_sigbus_chain(const struct sigaction *act, struct sigaction *old);
+/* The descriptors that serving a fault uses (each live region's userfaultfds and pagemap
+ * descriptor, all close-on-exec): up to max of them into out. Returns how many. */
+unsigned lethe_fault_own_fds(int *out, unsigned max);
+
 /* lethe_page_soft_unmap_batch() with each page's outcome: status[i] = 0 (moved) or the
  * negative errno lethe_page_soft_unmap() would give. Returns the number of pages moved. */
 int lethe_page_soft_unmap_batch_status(struct lethe_region *r, const uint64_t *vpns,

@@ -121,6 +121,21 @@ struct lethe_region *fault_region_of(const void *addr)
     return NULL;
 }
 
+unsigned lethe_fault_own_fds(int *out, unsigned max)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < FAULT_MAX_REGIONS; i++) {
+        struct lethe_region *r = atomic_load_explicit(&fault_regions[i], memory_order_acquire);
+        if (!r)
+            continue;
+        int fds[3] = {r->uffd, r->park_uffd, r->pagemap_fd};
+        for (unsigned j = 0; j < 3; j++)
+            if (fds[j] >= 0 && n < max)
+                out[n++] = fds[j];
+    }
+    return n;
+}
+
 struct lethe_region *fault_region_of_parking(const void *addr, uint64_t *frame)
 {
     uintptr_t a = (uintptr_t)addr;

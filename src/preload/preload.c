@@ -71,6 +71,11 @@ bool preload_in_started_process(void)
     return preload_lethe() && !forked_child && getpid() == started_pid;
 }
 
+bool preload_in_vforked_child(void)
+{
+    return preload_lethe() && !forked_child && getpid() != started_pid;
+}
+
 const struct lethe_config *preload_config(void)
 {
     return preload_lethe() ? &the_config : NULL;
@@ -230,6 +235,7 @@ __attribute__((constructor)) static void preload_init(void)
     spawn_init();
     sockets_init();
     structs_init();
+    signals_init();
     stdio_init();
     libc_safe_init();
     const char *path = getenv("LETHE_CONFIG");

@@ -41,6 +41,9 @@
 struct lethe *preload_lethe(void);
 /* Whether the caller is the process Lethe started in (not a forked or vforked child). */
 bool preload_in_started_process(void);
+/* Whether the caller is a child that shares the started process's memory without having run
+ * the fork handlers (vfork, posix_spawn, clone with CLONE_VM). */
+bool preload_in_vforked_child(void);
 /* The configuration in effect (valid once preload_lethe() is non-NULL). */
 const struct lethe_config *preload_config(void);
 /* Whether a return address lies in this library's code. */
@@ -103,8 +106,11 @@ void spawn_init(void);
 /* sockets.c: resolves glibc's socket address and option calls. */
 void sockets_init(void);
 
-/* structs.c: resolves glibc's calls on small structs (pipe, waitpid, sigprocmask...). */
+/* structs.c: resolves glibc's calls on small structs (pipe, waitpid, uname...). */
 void structs_init(void);
+
+/* signals.c: resolves glibc's sigaction, signal and signal mask calls. */
+void signals_init(void);
 
 /* stdio.c: resolves glibc's versions of the wrapped stdio calls (with io_init), then, once
  * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */

@@ -20,12 +20,19 @@
  *  - posix_spawn and posix_spawnp: the child reads the copy until it execs, and the parent
  *    frees it when the call returns (the paths inside file actions are glibc's own copies,
  *    in the region, and not covered);
- *  - system: its command line.
+ *  - system: its command line;
+ *  - close, close_range and closefrom in a vforked child in signal mode leave the runtime's
+ *    own descriptors open (the userfaultfds that serving a fault needs; all close-on-exec, so
+ *    the exec closes them anyway) and report success for them. Python's subprocess closes
+ *    every descriptor in its vforked child and then reads the command line from the
+ *    parent's heap: each fault on it failed with EBADF and killed the child.
  * In both modes the exec wrappers also pass the stats segment's descriptor on to the new
  * image when the managed process execs itself (stats.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
+#include <linux/close_range.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -33,6 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fault/fault.h"
 #include "preload/preload.h"
 
 #define RETRIES 8
@@ -44,6 +52,9 @@ typedef int (*fexecve_fn)(int, char *const[], char *const[]);
 typedef int (*spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
                         const posix_spawnattr_t *, char *const[], char *const[]);
 typedef int (*system_fn)(const char *);
+typedef int (*close_fn)(int);
+typedef int (*close_range_fn)(unsigned, unsigned, int);
+typedef void (*closefrom_fn)(int);
 
 PRELOAD_REAL(execve, execve_fn)
 PRELOAD_REAL(execvpe, execve_fn)
@@ -51,6 +62,9 @@ PRELOAD_REAL(fexecve, fexecve_fn)
 PRELOAD_REAL(posix_spawn, spawn_fn)
 PRELOAD_REAL(posix_spawnp, spawn_fn)
 PRELOAD_REAL(system, system_fn)
+PRELOAD_REAL(close, close_fn)
+PRELOAD_REAL(close_range, close_range_fn)
+PRELOAD_REAL(closefrom, closefrom_fn)
 
 void spawn_init(void)
 {
@@ -60,6 +74,9 @@ void spawn_init(void)
     get_posix_spawn();
     get_posix_spawnp();
     get_system();
+    get_close();
+    get_close_range();
+    get_closefrom();
 }
 
 /* Reads a NULL-terminated array of strings and every string in it from user mode. */
@@ -342,4 +359,63 @@ int system(const char *command)
     int rc = get_system()(copy);
     heap_runtime_free(copy);
     return rc;
+}
+
+/* The runtime's descriptors that a vforked child in signal mode must keep, sorted; 0 when the
+ * caller is not such a child (then nothing is kept). */
+static unsigned kept_fds(int *fds, unsigned max)
+{
+    if (!io_signal_mode() || !preload_in_vforked_child())
+        return 0;
+    unsigned n = lethe_fault_own_fds(fds, max);
+    for (unsigned i = 1; i < n; i++) /* insertion sort: a handful of entries */
+        for (unsigned j = i; j > 0 && fds[j - 1] > fds[j]; j--) {
+            int t = fds[j];
+            fds[j] = fds[j - 1];
+            fds[j - 1] = t;
+        }
+    return n;
+}
+
+#define KEPT_MAX 24
+
+int close(int fd)
+{
+    int kept[KEPT_MAX];
+    unsigned n = kept_fds(kept, KEPT_MAX);
+    for (unsigned i = 0; i < n; i++)
+        if (kept[i] == fd)
+            return 0;
+    return get_close()(fd);
+}
+
+/* close_range over [first, last] in pieces around the kept descriptors. */
+int close_range(unsigned first, unsigned last, int flags)
+{
+    int kept[KEPT_MAX];
+    unsigned n = kept_fds(kept, KEPT_MAX);
+    if (!n || (flags & CLOSE_RANGE_CLOEXEC) || first > last)
+        return get_close_range()(first, last, flags);
+    unsigned from = first;
+    for (unsigned i = 0; i < n && from <= last; i++) {
+        unsigned k = (unsigned)kept[i];
+        if (k < from || k > last)
+            continue;
+        if (k > from && get_close_range()(from, k - 1, flags) != 0)
+            return -1;
+        if (k == UINT_MAX)
+            return 0;
+        from = k + 1;
+    }
+    return from <= last ? get_close_range()(from, last, flags) : 0;
+}
+
+void closefrom(int lowfd)
+{
+    int kept[KEPT_MAX];
+    if (!kept_fds(kept, KEPT_MAX) || lowfd < 0) {
+        get_closefrom()(lowfd);
+        return;
+    }
+    close_range((unsigned)lowfd, UINT_MAX, 0);
 }

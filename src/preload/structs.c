@@ -13,7 +13,6 @@
  *
  *  - pipe, pipe2, socketpair: the two descriptors;
  *  - wait, waitpid, wait4, waitid: the status, the rusage, the siginfo;
- *  - sigprocmask, pthread_sigmask: both signal sets;
  *  - sched_getaffinity, sched_setaffinity, pthread_getaffinity_np, pthread_setaffinity_np:
  *    the CPU mask up to MASK_MAX bytes (a larger one is made present and the call retried
  *    after an EFAULT; reading or setting a mask has no effect that a retry repeats wrongly);
@@ -59,7 +58,6 @@ typedef pid_t (*wait_fn)(int *);
 typedef pid_t (*waitpid_fn)(pid_t, int *, int);
 typedef pid_t (*wait4_fn)(pid_t, int *, int, struct rusage *);
 typedef int (*waitid_fn)(idtype_t, id_t, siginfo_t *, int);
-typedef int (*sigmask_fn)(int, const sigset_t *, sigset_t *);
 typedef int (*sched_getaffinity_fn)(pid_t, size_t, cpu_set_t *);
 typedef int (*sched_setaffinity_fn)(pid_t, size_t, const cpu_set_t *);
 typedef int (*pthread_getaffinity_fn)(pthread_t, size_t, cpu_set_t *);
@@ -82,8 +80,6 @@ PRELOAD_REAL(wait, wait_fn)
 PRELOAD_REAL(waitpid, waitpid_fn)
 PRELOAD_REAL(wait4, wait4_fn)
 PRELOAD_REAL(waitid, waitid_fn)
-PRELOAD_REAL(sigprocmask, sigmask_fn)
-PRELOAD_REAL(pthread_sigmask, sigmask_fn)
 PRELOAD_REAL(sched_getaffinity, sched_getaffinity_fn)
 PRELOAD_REAL(sched_setaffinity, sched_setaffinity_fn)
 PRELOAD_REAL(pthread_getaffinity_np, pthread_getaffinity_fn)
@@ -109,8 +105,6 @@ void structs_init(void)
     get_waitpid();
     get_wait4();
     get_waitid();
-    get_sigprocmask();
-    get_pthread_sigmask();
     get_sched_getaffinity();
     get_sched_setaffinity();
     get_pthread_getaffinity_np();
@@ -223,30 +217,6 @@ int waitid(idtype_t type, id_t id, siginfo_t *info, int options)
     if (rc == 0)
         *info = copy;
     return rc;
-}
-
-/* sigprocmask returns -1 with errno, pthread_sigmask an error number: both 0 on success. */
-static int sigmask_via_stack(sigmask_fn call, int how, const sigset_t *set, sigset_t *old)
-{
-    sigset_t set_copy, old_copy;
-    int rc = call(how, COPY_IN(set, set_copy), old ? &old_copy : NULL);
-    if (rc == 0)
-        COPY_OUT(old, old_copy);
-    return rc;
-}
-
-int sigprocmask(int how, const sigset_t *set, sigset_t *old)
-{
-    if (!in_heap(set, set ? sizeof(*set) : 0, old, old ? sizeof(*old) : 0))
-        return get_sigprocmask()(how, set, old);
-    return sigmask_via_stack(get_sigprocmask(), how, set, old);
-}
-
-int pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
-{
-    if (!in_heap(set, set ? sizeof(*set) : 0, old, old ? sizeof(*old) : 0))
-        return get_pthread_sigmask()(how, set, old);
-    return sigmask_via_stack(get_pthread_sigmask(), how, set, old);
 }
 
 /* CPU masks: through the stack up to MASK_MAX bytes; a larger one made present and the call

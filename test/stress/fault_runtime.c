@@ -6,8 +6,12 @@
  * range and checks that its own writes survive; a demoter thread soft-unmaps random
  * resident pages (and parked pages are mapped back on touch); a releaser madvises random
  * pages of the readers' range away (the stub refills them on the next touch); a scanner
- * runs dirty scans over everything. Exit status 0 when no thread ever saw wrong content,
- * 1 otherwise; a watchdog turns a hang into a failure (2).
+ * runs dirty scans over everything. In signal mode a chainer thread also swaps the handler
+ * that a SIGBUS outside the region is chained to (lethe_fault_sigbus_chain, as liblethe's
+ * sigaction wrapper does) between two counting ones, while a sender thread raises SIGBUS at
+ * itself: every raised SIGBUS must reach one of them, never the default action. Exit status
+ * 0 when no thread ever saw wrong content and no SIGBUS was lost, 1 otherwise; a watchdog
+ * turns a hang into a failure (2).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -34,7 +38,54 @@ struct run {
     atomic_uint_fast64_t bad;
     atomic_uint_fast64_t reads, writes, parks, releases, scans;
     bool events; /* application events are subscribed: the releaser may madvise */
+    atomic_uint_fast64_t raised, chains;
 };
+
+static atomic_uint_fast64_t chained_caught;
+
+static void caught_info(int sig, siginfo_t *si, void *uc)
+{
+    atomic_fetch_add(&chained_caught, 1);
+}
+
+static void caught_plain(int sig)
+{
+    atomic_fetch_add(&chained_caught, 1);
+}
+
+/* Swaps the chained SIGBUS handler between the two counting ones. */
+static void *chainer(void *arg)
+{
+    struct run *run = arg;
+    for (unsigned i = 0; !atomic_load(&run->stop); i++) {
+        struct sigaction sa, old;
+        memset(&sa, 0, sizeof(sa));
+        if (i % 2) {
+            sa.sa_sigaction = caught_info;
+            sa.sa_flags = SA_SIGINFO;
+        } else {
+            sa.sa_handler = caught_plain;
+        }
+        if (lethe_fault_sigbus_chain(&sa, &old) != 0 ||
+            ((old.sa_flags & SA_SIGINFO) ? (void *)old.sa_sigaction : (void *)old.sa_handler) ==
+                (void *)SIG_DFL)
+            atomic_fetch_add(&run->bad, 1);
+        atomic_fetch_add(&run->chains, 1);
+    }
+    return NULL;
+}
+
+/* Raises SIGBUS at itself: each one is delivered before raise returns. */
+static void *sender(void *arg)
+{
+    struct run *run = arg;
+    while (!atomic_load(&run->stop)) {
+        raise(SIGBUS);
+        atomic_fetch_add(&run->raised, 1);
+        usleep(50);
+    }
+    return NULL;
+}
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -156,7 +207,7 @@ static int run_case(enum lethe_delivery d, unsigned vcpus, unsigned readers, boo
     }
     /* The copy fallback needs pages to stay present while it copies them: no madvise. */
     run.events = lethe_region_has_move(run.c->r);
-    pthread_t t[12];
+    pthread_t t[14];
     unsigned n = 0;
     for (unsigned i = 0; i < readers; i++)
         pthread_create(&t[n++], NULL, reader, &run);
@@ -165,6 +216,17 @@ static int run_case(enum lethe_delivery d, unsigned vcpus, unsigned readers, boo
     pthread_create(&t[n++], NULL, scanner, &run);
     if (run.events)
         pthread_create(&t[n++], NULL, releaser, &run);
+    bool chaining = d == LETHE_DELIVERY_SIGNAL;
+    struct sigaction first = {.sa_handler = caught_plain}, before;
+    if (chaining) {
+        atomic_store(&chained_caught, 0);
+        if (lethe_fault_sigbus_chain(&first, &before) != 0) {
+            fprintf(stderr, "the runtime's SIGBUS handler is not installed\n");
+            return 1;
+        }
+        pthread_create(&t[n++], NULL, chainer, &run);
+        pthread_create(&t[n++], NULL, sender, &run);
+    }
     usleep((useconds_t)(seconds * 1e6));
     atomic_store(&run.stop, true);
     for (unsigned i = 0; i < n; i++)
@@ -172,6 +234,13 @@ static int run_case(enum lethe_delivery d, unsigned vcpus, unsigned readers, boo
     struct lethe_fault_stats st;
     lethe_region_get_stats(run.c->r, &st);
     int ok = run.bad == 0 && run.reads > 0 && run.writes > 0;
+    if (chaining) {
+        lethe_fault_sigbus_chain(&before, NULL);
+        uint64_t raised = atomic_load(&run.raised), caught = atomic_load(&chained_caught);
+        printf("  chained SIGBUS: %lu raised, %lu caught, %lu handler swaps\n",
+               (unsigned long)raised, (unsigned long)caught, (unsigned long)run.chains);
+        ok = ok && raised > 0 && caught == raised && run.chains > 0;
+    }
     printf("%s: %s, %u vCPUs, %u readers, %s: %lu reads, %lu writes, %lu parks, %lu map-backs, "
            "%lu releases, %lu scans, %lu faults, %lu retries, %lu events\n",
            ok ? "ok" : "FAIL", lethe_delivery_name(d), vcpus, readers, lethe_region_paths(run.c->r),
