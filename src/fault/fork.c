@@ -32,10 +32,12 @@
 static atomic_bool fork_installed;
 static pthread_mutex_t fork_install_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The system call itself: liblethe's close() keeps these descriptors open in a child that
+ * has not been through the fork handlers yet (it takes it for a vforked child). */
 static void close_fd(int *fd)
 {
     if (*fd >= 0)
-        close(*fd);
+        syscall(SYS_close, *fd);
     *fd = -1;
 }
 
