@@ -29,7 +29,7 @@
  *    freopen has closed the stream by then).
  *
  *  - readdir and readdir64 make the DIR's block present first (below); readdir_r and
- *    readdir64_r likewise. scandir, scandirat and their 64 forms, whose DIR glibc opens and
+ *    readdir64_r read through them. scandir, scandirat and their 64 forms, whose DIR glibc opens and
  *    reads inside itself, are carried out here with those wrappers.
  *
  *  - The printf family formats outside the region first (printf.c).
@@ -399,34 +399,45 @@ struct dirent64 *readdir64(DIR *d)
     READ_DIR(d, get_readdir64()(d));
 }
 
-/* readdir_r reports an error by its result, not errno: the same as READ_DIR otherwise. */
-#define READ_DIR_R(d, CALL)                                                                        \
+/* readdir_r reads through the readdir wrapper above and copies the entry out. glibc's own
+ * readdir_r cannot be retried: a failed refill leaves its error in the DIR for good, so after
+ * one EFAULT (retried with success) the end of the listing reported EFAULT too (seen in a CI
+ * run, the listing's last call). glibc's readdir keeps no such state. */
+static int read_dir_r(DIR *d, struct dirent *entry, struct dirent **result)
+{
+    int saved = errno;
+    errno = 0;
+    struct dirent *e = readdir(d);
+    int err = e ? 0 : errno;
+    errno = saved;
+    if (!e) {
+        *result = NULL;
+        return err;
+    }
+    size_t len = e->d_reclen < sizeof(*entry) ? e->d_reclen : sizeof(*entry);
+    memcpy(entry, e, len);
+    *result = entry;
+    return 0;
+}
+
+#define READ_DIR_R(d, entry, result, CALL)                                                         \
     do {                                                                                           \
         struct lethe *l_ = io_signal_mode();                                                       \
         if (!l_ || !lethe_in_region(l_, (d)))                                                      \
             return (CALL);                                                                         \
-        size_t size_ = malloc_usable_size((d));                                                    \
-        off_t pos_ = lseek(dirfd((d)), 0, SEEK_CUR);                                               \
-        for (int try_ = 0;; try_++) {                                                              \
-            io_prefault(l_, (d), size_);                                                           \
-            int rc_ = (CALL);                                                                      \
-            if (rc_ == EFAULT && try_ + 1 < RETRIES &&                                             \
-                (pos_ < 0 || lseek(dirfd((d)), pos_, SEEK_SET) == pos_))                           \
-                continue;                                                                          \
-            return rc_;                                                                            \
-        }                                                                                          \
+        return read_dir_r((d), (struct dirent *)(entry), (struct dirent **)(result));              \
     } while (0)
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 int readdir_r(DIR *d, struct dirent *entry, struct dirent **result)
 {
-    READ_DIR_R(d, get_readdir_r()(d, entry, result));
+    READ_DIR_R(d, entry, result, get_readdir_r()(d, entry, result));
 }
 
 int readdir64_r(DIR *d, struct dirent64 *entry, struct dirent64 **result)
 {
-    READ_DIR_R(d, get_readdir64_r()(d, entry, result));
+    READ_DIR_R(d, entry, result, get_readdir64_r()(d, entry, result));
 }
 #pragma GCC diagnostic pop
 
