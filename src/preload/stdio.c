@@ -29,8 +29,8 @@
  *    freopen has closed the stream by then).
  *
  *  - readdir and readdir64 make the DIR's block present first (below); readdir_r and
- *    readdir64_r read through them. scandir, scandirat and their 64 forms, whose DIR glibc opens and
- *    reads inside itself, are carried out here with those wrappers.
+ *    readdir64_r read through them. scandir, scandirat and their 64 forms, whose DIR glibc
+ *    opens and reads inside itself, are carried out here with those wrappers.
  *
  *  - The printf family formats outside the region first (printf.c).
  *
