@@ -90,13 +90,14 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
             sigdelset(&act_copy.sa_mask, SIGBUS);
     }
     int rc;
-    if (sig == SIGBUS && kept)
+    if (sig == SIGBUS && kept) {
         rc = lethe_fault_sigbus_chain(act ? &act_copy : NULL, old ? &old_copy : NULL);
-    else
+        if (rc < 0) { /* -ENOENT: the handler is gone, which it never is once installed */
+            errno = -rc;
+            return -1;
+        }
+    } else {
         rc = get_sigaction()(sig, act ? &act_copy : NULL, old ? &old_copy : NULL);
-    if (rc < 0) { /* -ENOENT: the handler went away in between, which it never does */
-        errno = -rc;
-        return -1;
     }
     if (rc == 0 && old)
         memcpy(old, &old_copy, sizeof(old_copy));

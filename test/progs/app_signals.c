@@ -4,7 +4,8 @@
  *
  * It fills MIB MiB of heap blocks with a pattern, then, as programs do:
  *  - installs its own SIGBUS handler with sigaction (and once more with signal), checking
- *    that the old handler it is told of is the default one, then its own;
+ *    that the old handler it is told of is the default one, then its own, and that a
+ *    sigaction on SIGKILL still fails with EINVAL;
  *  - blocks every signal with sigfillset + pthread_sigmask in the main thread and with
  *    sigprocmask in a second thread, and in that state reads every block back (under Lethe
  *    with a small cache most are swapped out: the faults must still be served);
@@ -141,6 +142,9 @@ int main(int argc, char **argv)
     if (sigaction(SIGBUS, NULL, &old) != 0 || !(old.sa_flags & SA_SIGINFO) ||
         old.sa_sigaction != on_bus)
         die("sigaction(SIGBUS) does not report the program's handler", 0);
+    errno = 0;
+    if (sigaction(SIGKILL, &sa, NULL) != -1 || errno != EINVAL)
+        die("sigaction(SIGKILL) did not fail with EINVAL", 0);
     printf("own SIGBUS handler installed\n");
 
     sigset_t all, before;
