@@ -235,3 +235,25 @@ Test(programs, python_subprocesses_under_signal_delivery)
                    NULL};
     same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
 }
+
+Test(programs, python_threads_started_after_the_locale_went_cold_under_signal_delivery)
+{
+    /* Python loads the locale at start-up; glibc reads its ctype data at the start of every
+     * new thread with all signals blocked, where a swapped-out page cannot be served by
+     * SIGBUS: liblethe.so keeps locale data outside the region */
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("no /usr/bin/python3");
+    char *cmd[] = {"/usr/bin/python3", "-c",
+                   "import threading\n"
+                   "keep = []\n"
+                   "total = []\n"
+                   "for i in range(16):\n"
+                   "    keep.append(bytearray(b'%d' % i) * 400000)\n"
+                   "    del keep[:-5]\n"
+                   "    t = threading.Thread(target=lambda n=i: total.append(sum(range(n * 1000))))\n"
+                   "    t.start()\n"
+                   "    t.join()\n"
+                   "print(len(total), sum(total))\n",
+                   NULL};
+    same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
+}

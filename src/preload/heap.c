@@ -201,6 +201,29 @@ void heap_enter_program_thread(void)
     mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
 }
 
+unsigned heap_outside_begin(void)
+{
+    if (!__atomic_load_n(&heap_ready, __ATOMIC_ACQUIRE))
+        return UINT_MAX;
+    unsigned cur;
+    size_t size = sizeof(cur);
+    if (mallctl("thread.arena", &cur, &size, NULL, 0) != 0 || cur != managed_arena)
+        return UINT_MAX;
+    /* The thread cache holds region blocks: emptied, so that none is handed out meanwhile. */
+    mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+    unsigned zero_arena = 0;
+    mallctl("thread.arena", NULL, NULL, &zero_arena, sizeof(zero_arena));
+    return cur;
+}
+
+void heap_outside_end(unsigned saved)
+{
+    if (saved == UINT_MAX)
+        return;
+    mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+    mallctl("thread.arena", NULL, NULL, &saved, sizeof(saved));
+}
+
 void heap_enter_fork_child(void)
 {
     if (!__atomic_load_n(&heap_ready, __ATOMIC_ACQUIRE))

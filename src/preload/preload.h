@@ -56,6 +56,11 @@ void preload_find_own_code(void);
 int heap_init(struct lethe *l);
 /* Moves the calling (program) thread onto the managed arena. No-op before heap_init(). */
 void heap_enter_program_thread(void);
+/* Until heap_outside_end(the value returned), the calling program thread allocates from
+ * arena 0, outside the region (for libc state that must never be swapped out). Nests as a
+ * no-op; returns UINT_MAX where nothing was changed. */
+unsigned heap_outside_begin(void);
+void heap_outside_end(unsigned saved);
 /* In a forked child: new allocations from arena 0, thread cache emptied. */
 void heap_enter_fork_child(void);
 /* Keeps the calling (runtime) thread off the managed arena: automatic arena, no tcache. */
