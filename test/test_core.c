@@ -11,7 +11,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -326,6 +328,72 @@ Test(core, a_referenced_page_gets_a_second_chance_at_refill)
     cr_assert(st == LETHE_PS_MAPPED || st == LETHE_PS_PARKED, "page 4 is still resident (%u)", st);
     cr_assert_not(lethe_pte_load(&l->pt[lethe_region_vpn(l->region, p + 4 * PG)]) & LETHE_PTE_REF,
                   "its second chance is used up");
+    lethe_stop(l);
+}
+
+/* A FUTEX_WAIT that expects a value the word does not hold: EAGAIN when the kernel could
+ * read the word, EFAULT when its page is missing (signal delivery: the kernel cannot fault
+ * it in). */
+static int futex_probe(const void *word)
+{
+    uint32_t v = *(const volatile uint32_t *)word;
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, v + 1, NULL, NULL, 0);
+    return rc == 0 ? 0 : errno;
+}
+
+static int futex_probe_cold(const void *word)
+{
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, 12345u, NULL, NULL, 0);
+    return rc == 0 ? 0 : errno;
+}
+
+Test(core, a_pinned_page_stays_mapped_for_the_kernel_until_unpinned)
+{
+    struct lethe *l = start_small(LETHE_DELIVERY_SIGNAL);
+    char *p = lethe_extent_alloc(l, 128 * PG, 0);
+    char *word = p + 3 * PG + 64;
+    int t = lethe_pin(l, word);
+    cr_assert_geq(t, 0, "pinned: %d", t);
+    cr_assert_eq(state_of(l, word), LETHE_PS_MAPPED, "the pin made the untouched page present");
+    /* 60 other pages through a 16-frame cache: every other page is demoted and evicted */
+    for (unsigned i = 4; i < 64; i++)
+        core_test_fill(p + i * PG, i, 1);
+    cr_assert_eq(state_of(l, p + 4 * PG), LETHE_PS_REMOTE);
+    cr_assert_eq(state_of(l, word), LETHE_PS_MAPPED, "the pinned page was never demoted");
+    cr_assert_eq(futex_probe_cold(word), EAGAIN, "the kernel reads the pinned word");
+    lethe_unpin(l, t);
+    for (unsigned i = 64; i < 128; i++)
+        core_test_fill(p + i * PG, i, 1);
+    cr_assert_neq(state_of(l, word), LETHE_PS_MAPPED, "unpinned, it goes out like the others");
+    cr_assert_eq(futex_probe_cold(word), EFAULT, "and the kernel cannot read it");
+    cr_assert_eq(futex_probe(word), EAGAIN, "until a user-mode access brings it back");
+    for (unsigned i = 4; i < 128; i++)
+        cr_assert_eq(core_test_check(p + i * PG, i, 1), 0, "page %u", i);
+    lethe_stop(l);
+}
+
+Test(core, pins_nest_and_have_a_bounded_table)
+{
+    struct lethe *l = start_small(LETHE_DELIVERY_SIGNAL);
+    char *p = lethe_extent_alloc(l, 64 * PG, 0);
+    static int tokens[LETHE_PIN_SLOTS];
+    int outside = 0;
+    cr_assert_eq(lethe_pin(l, &outside), -1, "outside the region: nothing to hold");
+    for (unsigned i = 0; i < LETHE_PIN_SLOTS; i++) {
+        tokens[i] = lethe_pin(l, p + (i % 2) * PG);
+        cr_assert_geq(tokens[i], 0, "pin %u: %d", i, tokens[i]);
+    }
+    cr_assert_eq(lethe_pin(l, p + 2 * PG), -ENOSPC, "the table is full");
+    cr_assert_eq(state_of(l, p + 2 * PG), LETHE_PS_MAPPED, "the page was made present anyway");
+    for (unsigned i = 0; i < LETHE_PIN_SLOTS - 1; i++)
+        lethe_unpin(l, tokens[i]);
+    /* page 1 is still held once (the last pin), page 0 is not */
+    for (unsigned i = 3; i < 64; i++)
+        core_test_fill(p + i * PG, i, 1);
+    cr_assert_eq(state_of(l, p + 1 * PG), LETHE_PS_MAPPED);
+    cr_assert_neq(state_of(l, p + 0 * PG), LETHE_PS_MAPPED);
+    lethe_unpin(l, tokens[LETHE_PIN_SLOTS - 1]);
+    cr_assert_geq(lethe_pin(l, p + 2 * PG), 0, "slots are reused");
     lethe_stop(l);
 }
 

@@ -29,6 +29,7 @@
 #define LETHE_CACHE_GROWTH      4   /* the frame table holds 4x the initial cache_size */
 #define LETHE_MIN_FRAMES        16
 #define LETHE_AUTO_SHARD_FRAMES 2048 /* shards = 0: frames per shard at least */
+#define LETHE_PIN_SLOTS         512  /* pages held by lethe_pin() at once, at most */
 
 /* Per-thread counters, summed on read. A worker's block has one writer (its thread); the
  * shared block (`misc`) is written by any thread with atomic adds. */
@@ -136,6 +137,11 @@ struct lethe {
     uint64_t rb_taken, rb_when_ns; /* the rebalancer's own: frames taken, and when, last cycle */
     uint64_t pressure_events, relax_events;
 
+    /* pins (pin.c): pins[i] is vpn + 1 of a page held mapped, 0 when free; slots [0, pins_hw)
+     * may be in use; pins_live counts the held ones. All atomic. */
+    uint64_t pins[LETHE_PIN_SLOTS];
+    uint32_t pins_hw, pins_live;
+
     char paths[512];
 };
 
@@ -165,6 +171,11 @@ void lethe_assert_failed(const char *expr, const char *file, int line);
 #else
 #define lethe_assert(e) ((void)0)
 #endif
+
+/* --- pins (pin.c) --- */
+/* Whether a pin holds page vpn. The demoter asks after it has claimed the page (MAPPED ->
+ * OUT); the check's read-modify-write of pins_live pairs with lethe_pin's (pin.c). */
+bool lethe_pinned(struct lethe *l, uint64_t vpn);
 
 /* --- shard locks (shard.c) --- */
 void lethe_shard_lock(struct lethe_shard *s);

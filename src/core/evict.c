@@ -119,7 +119,13 @@ static unsigned isolate_active(struct lethe *l, struct lethe_shard *s, struct le
                 lethe_list_move_head(l->frames, &s->active, &s->active, f, LETHE_FL_ACTIVE);
             } else {
                 uint64_t out = lethe_pte_with_state(wd, LETHE_PS_OUT) & ~LETHE_PTE_WAITERS;
-                if (lethe_pte_cas(p, &wd, out)) {
+                if (!lethe_pte_cas(p, &wd, out)) {
+                    /* changed under us: look again next time */
+                } else if (lethe_pinned(l, vpn)) {
+                    /* held by lethe_pin (the kernel reads it): still mapped, give it back */
+                    lethe_pte_publish(p, wd);
+                    lethe_list_move_head(l->frames, &s->active, &s->active, f, LETHE_FL_ACTIVE);
+                } else {
                     lethe_list_remove(l->frames, &s->active, f);
                     w->frames[n] = f;
                     w->vpns[n] = vpn;

@@ -86,6 +86,15 @@ void lethe_extent_free(struct lethe *l, void *addr, size_t size);
 /* Keeps the extent but discards its content (the next touch reads zeros). */
 void lethe_extent_purge(struct lethe *l, void *addr, size_t size);
 int lethe_in_region(const struct lethe *l, const void *addr);
+/* Holds the page that contains addr mapped (never demoted nor evicted) until lethe_unpin(),
+ * after making it present from user mode: for memory the kernel must read without being able
+ * to fault it in, such as a futex word under signal delivery. Pins nest and may come from any
+ * thread. Returns a token >= 0 for lethe_unpin(); -1 when addr is outside the region (nothing
+ * held); -ENOSPC when LETHE_PIN_SLOTS (512) pins are held already (the page was made present
+ * but is not held). */
+int lethe_pin(struct lethe *l, const void *addr);
+/* Lets the page pinned under token go (a negative token is ignored). */
+void lethe_unpin(struct lethe *l, int token);
 
 void lethe_get_stats(struct lethe *l, struct lethe_stats *out);
 unsigned lethe_shard_count(const struct lethe *l);
