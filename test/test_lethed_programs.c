@@ -216,6 +216,20 @@ Test(programs, a_program_that_takes_sigbus_and_blocks_every_signal_under_thread_
     same_output("2M", "", cmd);
 }
 
+Test(programs, threads_asleep_on_heap_locks_while_the_heap_is_swapped_under_signal_delivery)
+{
+    /* the kernel reads a futex word itself, where a swapped-out page cannot be served by
+     * SIGBUS and glibc aborts on the EFAULT: liblethe.so pins the object of every wait */
+    char *cmd[] = {TL_PROG("app_sync"), "8", NULL};
+    same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
+}
+
+Test(programs, threads_asleep_on_heap_locks_while_the_heap_is_swapped_under_thread_delivery)
+{
+    char *cmd[] = {TL_PROG("app_sync"), "8", NULL};
+    same_output("2M", "", cmd);
+}
+
 Test(programs, python_subprocesses_under_signal_delivery)
 {
     /* Python's subprocess vforks: its child resets every signal handler, blocks signals,

@@ -236,6 +236,7 @@ __attribute__((constructor)) static void preload_init(void)
     sockets_init();
     structs_init();
     signals_init();
+    sync_init();
     stdio_init();
     libc_safe_init();
     const char *path = getenv("LETHE_CONFIG");

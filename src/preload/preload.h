@@ -21,6 +21,8 @@
  *    readdir makes its DIR's buffer present first;
  *  - printf.c: in signal delivery mode, the printf family formats outside the region and
  *    writes the result with fwrite or write;
+ *  - sync.c: in signal delivery mode, waits on heap condition variables, semaphores and
+ *    locks pin the object's pages, so the kernel's futex never meets a missing page;
  *  - libc_safe.c: strerror and the locale, made safe for runtime threads;
  *  - stats.c: the stats thread publishes to the shared stats segment and applies lethed's
  *    cache size requests.
@@ -116,6 +118,9 @@ void structs_init(void);
 
 /* signals.c: resolves glibc's sigaction, signal and signal mask calls. */
 void signals_init(void);
+
+/* sync.c: resolves glibc's condition variable, semaphore and lock waits. */
+void sync_init(void);
 
 /* stdio.c: resolves glibc's versions of the wrapped stdio calls (with io_init), then, once
  * the runtime is up, gives stdin and stdout buffers outside the region (signal mode). */
