@@ -9,7 +9,7 @@ LETHE_WERROR ?= OFF
 JOBS         ?= $(shell nproc)
 CMAKE_FLAGS  ?=
 
-.PHONY: all deps build run test test-asan test-tsan sanitize format clean
+.PHONY: all deps build run test test-asan test-tsan sanitize warnings format clean
 
 all: build
 
@@ -47,8 +47,27 @@ test-tsan: deps
 
 sanitize: test-asan test-tsan
 
+# Compile only, warnings as errors, in the build types and with the compiler the test runs do
+# not use: each optimisation level and clang see warnings the others miss.
+WARN_BUILDS = Debug Release MinSizeRel
+warnings: deps
+	@for t in $(WARN_BUILDS); do \
+	  echo "== gcc $$t"; \
+	  [ -f $(BUILD_DIR)-warn-$$t/build.ninja ] || \
+	    cmake -S . -B $(BUILD_DIR)-warn-$$t -G Ninja -DCMAKE_BUILD_TYPE=$$t -DLETHE_WERROR=ON \
+	          $(CMAKE_FLAGS) >/dev/null || exit 1; \
+	  cmake --build $(BUILD_DIR)-warn-$$t -j $(JOBS) >/dev/null || \
+	    { cmake --build $(BUILD_DIR)-warn-$$t -j 1; exit 1; }; \
+	done
+	@echo "== clang RelWithDebInfo"
+	@[ -f $(BUILD_DIR)-warn-clang/build.ninja ] || \
+	  CC=clang cmake -S . -B $(BUILD_DIR)-warn-clang -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	        -DLETHE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD_DIR)-warn-clang -j $(JOBS) >/dev/null || \
+	  { cmake --build $(BUILD_DIR)-warn-clang -j 1; exit 1; }
+
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-asan $(BUILD_DIR)-tsan compile_commands.json
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-asan $(BUILD_DIR)-tsan $(BUILD_DIR)-warn-* compile_commands.json

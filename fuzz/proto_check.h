@@ -21,13 +21,15 @@ static inline int proto_check_within(const uint8_t *p, size_t n, const uint8_t *
     return p >= lo && p <= hi && (size_t)(hi - p) >= n;
 }
 
+/* Where the walk reads the parsed bytes to, so that a sanitizer sees every byte read. */
+static volatile uint8_t proto_check_sink;
+
 /* Returns NULL when every invariant held, else what broke. *first: the first message's
  * verdict (-1 for an empty walk); *messages: how many messages were parsed. */
 static inline const char *proto_check_stream(const uint8_t *buf, size_t len, int *first,
                                              unsigned *messages)
 {
     size_t off = 0;
-    volatile uint8_t sink = 0;
     *first = -1;
     *messages = 0;
     for (;;) {
@@ -66,7 +68,7 @@ static inline const char *proto_check_stream(const uint8_t *buf, size_t len, int
                     !proto_check_within(req.u.auth.proof, LETHE_MAC_LEN, lo, hi))
                     return "AUTH points outside its message";
                 for (unsigned i = 0; i < LETHE_NONCE_LEN; i++)
-                    sink ^= req.u.auth.nonce[i] ^ req.u.auth.proof[i];
+                    proto_check_sink ^= req.u.auth.nonce[i] ^ req.u.auth.proof[i];
                 break;
             case LETHE_MSG_ALLOC:
                 if (req.u.alloc.bytes == 0 || req.u.alloc.bytes % LETHE_PROTO_PAGE)
@@ -84,15 +86,15 @@ static inline const char *proto_check_stream(const uint8_t *buf, size_t len, int
                 if (!proto_check_within(req.u.io.slots, 8 * (size_t)n, lo, hi))
                     return "slots outside the message";
                 for (uint32_t i = 0; i < n; i++)
-                    sink ^= (uint8_t)lethe_proto_slot(&req, i);
+                    proto_check_sink ^= (uint8_t)lethe_proto_slot(&req, i);
                 if (req.hdr.type == LETHE_MSG_WRITE) {
                     size_t bytes = (size_t)n * LETHE_PROTO_PAGE;
                     if (!proto_check_within(req.u.io.data, bytes, lo, hi) ||
                         req.u.io.data + bytes != hi)
                         return "WRITE data is not the rest of its message";
                     for (size_t i = 0; i < bytes; i += 512)
-                        sink ^= req.u.io.data[i];
-                    sink ^= req.u.io.data[bytes - 1];
+                        proto_check_sink ^= req.u.io.data[i];
+                    proto_check_sink ^= req.u.io.data[bytes - 1];
                 } else if (req.u.io.data) {
                     return "READ with a data pointer";
                 }

@@ -320,8 +320,10 @@ static int check_reply_hdr(struct lethe_mnc *c, const uint8_t *buf, struct lethe
             if (*p < 0x20 || *p > 0x7e)
                 *p = '?';
         int st = h->status > 0 && h->status < 4096 ? h->status : EPROTO;
-        snprintf(err, LETHE_MNC_ERR, "memnode refused %s: %s (%s)", lethe_proto_type_name(h->type),
-                 text[0] ? text : "no reason given",
+        /* The node may send up to LETHE_PROTO_MAX_ERROR bytes of text, more than err holds:
+         * keep the head of it, and room for the names around it. */
+        snprintf(err, LETHE_MNC_ERR, "memnode refused %s: %.160s (%s)",
+                 lethe_proto_type_name(h->type), text[0] ? text : "no reason given",
                  strerrorname_np(st) ? strerrorname_np(st) : "?");
         return -st;
     }

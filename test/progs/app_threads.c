@@ -59,8 +59,10 @@ static int verify(const struct object *o, uint64_t *hash)
 {
     uint64_t h = o->seed;
     for (size_t i = 0; i < o->words; i++) {
-        if (o->p[i] != mix(o->seed + i))
+        if (o->p[i] != mix(o->seed + i)) {
+            *hash = 0;
             return -1;
+        }
         h = mix(h ^ o->p[i]);
     }
     *hash = h;

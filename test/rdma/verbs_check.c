@@ -84,7 +84,7 @@ static void fill(void *page, unsigned tag, uint64_t slot, uint64_t gen)
 /* 0 when page holds fill(tag, slot, gen); else prints what it holds and returns -1. */
 static int check(const void *page, unsigned tag, uint64_t slot, uint64_t gen, const char *who)
 {
-    static _Thread_local uint64_t want[WORDS];
+    uint64_t want[WORDS];
     fill(want, tag, slot, gen);
     if (memcmp(page, want, PAGE) == 0)
         return 0;
