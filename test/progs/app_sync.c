@@ -62,6 +62,14 @@ static void die(const char *what, int err)
     exit(1);
 }
 
+/* Both sides of the barrier: one of them is told it is the serial thread. */
+static void barrier_wait_or_die(pthread_barrier_t *b)
+{
+    int rc = pthread_barrier_wait(b);
+    if (rc != 0 && rc != PTHREAD_BARRIER_SERIAL_THREAD)
+        die("pthread_barrier_wait", rc);
+}
+
 static struct timespec far_deadline(clockid_t clk)
 {
     struct timespec t;
@@ -109,9 +117,7 @@ static void *wait_on(void *arg)
         pthread_rwlock_unlock(&s->rwlock);
         break;
     case BARRIER:
-        rc = pthread_barrier_wait(&s->barrier);
-        if (rc != 0 && rc != PTHREAD_BARRIER_SERIAL_THREAD)
-            die("pthread_barrier_wait", rc);
+        barrier_wait_or_die(&s->barrier);
         break;
     case C11COND:
         mtx_lock(&s->c11_mutex);
@@ -213,9 +219,7 @@ static void run_kind(enum kind k, uint64_t *round)
         pthread_rwlock_unlock(&s->rwlock);
         break;
     case BARRIER:
-        rc = pthread_barrier_wait(&s->barrier);
-        if (rc != 0 && rc != PTHREAD_BARRIER_SERIAL_THREAD)
-            die("pthread_barrier_wait", rc);
+        barrier_wait_or_die(&s->barrier);
         break;
     case C11COND:
         mtx_lock(&s->c11_mutex);
