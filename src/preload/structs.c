@@ -19,9 +19,9 @@
  *  - uname, getrusage, getrlimit, setrlimit, prlimit, nanosleep, clock_nanosleep: their
  *    structs;
  *  - getentropy (at most 256 bytes) through the stack; getrandom into a heap buffer in
- *    budget-sized pieces, each made present first and retried after an EFAULT (random bytes
- *    have no position to lose), which returns what the kernel would: the whole request, or
- *    what came before a short piece;
+ *    budget-sized pieces, each made present first; after an EFAULT or a short count (the
+ *    kernel stops at a page demoted again, or at a pending signal) the rest goes through a
+ *    page on the stack (random bytes have no position to lose);
  *  - fcntl and fcntl64: the struct flock of the record locks (F_GETLK, F_SETLK, F_SETLKW and
  *    their F_OFD_ forms), the struct f_owner_ex of F_GETOWN_EX/F_SETOWN_EX and the 64-bit
  *    hint of F_GET_RW_HINT/F_SET_RW_HINT and the file forms; every other command passes its
@@ -376,20 +376,29 @@ ssize_t getrandom(void *buf, size_t len, unsigned flags)
     size_t budget = io_budget(), done = 0;
     while (done < len) {
         size_t want = len - done < budget ? len - done : budget;
-        ssize_t got = -1;
-        for (int try = 0; try < RETRIES; try++) {
-            io_prefault(l, (char *)buf + done, want);
-            got = get_getrandom()((char *)buf + done, want, flags);
-            if (!(got < 0 && errno == EFAULT))
-                break;
-            if (want > LETHE_PAGE_SIZE)
-                want /= 2;
-        }
-        if (got < 0)
+        io_prefault(l, (char *)buf + done, want);
+        ssize_t got = get_getrandom()((char *)buf + done, want, flags);
+        if (got < 0 && errno != EFAULT)
             return done ? (ssize_t)done : -1;
-        done += (size_t)got;
-        if ((size_t)got < want)
-            break;
+        if (got == (ssize_t)want) {
+            done += want;
+            continue;
+        }
+        /* EFAULT, or a short count: the kernel stops at a page it cannot write (demoted again
+         * since io_prefault: a page just read back is the first the rebalancer demotes) or at a
+         * pending signal. Random bytes have no position to lose: keep what came and finish
+         * through a page on the stack, copied out from user mode. */
+        if (got > 0)
+            done += (size_t)got;
+        unsigned char bounce[LETHE_PAGE_SIZE];
+        while (done < len) {
+            size_t piece = len - done < sizeof(bounce) ? len - done : sizeof(bounce);
+            got = get_getrandom()(bounce, piece, flags);
+            if (got <= 0)
+                return done ? (ssize_t)done : -1;
+            memcpy((char *)buf + done, bounce, (size_t)got);
+            done += (size_t)got;
+        }
     }
     return (ssize_t)done;
 }

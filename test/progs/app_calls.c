@@ -25,12 +25,12 @@
  *    system has user xattrs), remove;
  *  - a TCP connection on 127.0.0.1 whose addresses and options are cold heap memory:
  *    setsockopt, bind, getsockname, connect, accept and accept4, getpeername, getsockopt;
- *  - getrandom into a fresh 1 MiB heap buffer, getentropy, pipe/pipe2/socketpair into a cold
- *    heap array, waitpid/wait4/waitid/wait into cold heap statuses, sigprocmask and
- *    pthread_sigmask with cold heap sets, sched_get/setaffinity and pthread_getaffinity_np
- *    with a CPU_ALLOC'd mask, uname, getrusage, get/set/prlimit, nanosleep and
- *    clock_nanosleep on cold heap structs; fcntl record locks (F_SETLK, F_GETLK, F_OFD_SETLK,
- *    F_OFD_GETLK) and F_SETOWN_EX/F_GETOWN_EX through cold heap structs;
+ *  - getrandom into a fresh 1 MiB heap buffer and 8 of 4 MiB, getentropy,
+ *    pipe/pipe2/socketpair into a cold heap array, waitpid/wait4/waitid/wait into cold heap
+ *    statuses, sigprocmask and pthread_sigmask with cold heap sets, sched_get/setaffinity
+ *    and pthread_getaffinity_np with a CPU_ALLOC'd mask, uname, getrusage, get/set/prlimit,
+ *    nanosleep and clock_nanosleep on cold heap structs; fcntl record locks (F_SETLK,
+ *    F_GETLK, F_OFD_SETLK, F_OFD_GETLK) and F_SETOWN_EX/F_GETOWN_EX through cold heap structs;
  *  - posix_spawn, posix_spawnp and system of cold heap command lines and argv arrays, and at
  *    last execv of this program from a cold heap path and argv ("exec-child MIB"), which
  *    execs it once more with execl ("exec-last"), each printing one line.
@@ -670,18 +670,28 @@ static pid_t child_exiting(int code)
 /* Small structs and arrays the kernel fills or reads, each in cold heap memory. */
 static void structs(void)
 {
-    /* getrandom into a fresh 1 MiB heap buffer (none of its pages ever touched), getentropy */
+    /* getrandom into a fresh 1 MiB heap buffer (none of its pages ever touched), then 8 times
+     * into 4 MiB ones, larger than the tests' cache: pages the wrapper makes present go cold
+     * again before the kernel writes them (getrandom then returns a short count); getentropy */
     size_t rlen = 1u << 20;
     unsigned char *random = malloc(rlen), *entropy = malloc(64);
     if (!random || !entropy)
         die("malloc of the random buffers failed", 0);
-    if (getrandom(random, rlen, 0) != (ssize_t)rlen)
-        die("getrandom into a fresh heap buffer failed", 0);
-    size_t zeros = 0;
-    for (size_t i = 0; i < rlen; i++)
-        zeros += random[i] == 0;
-    if (zeros > rlen / 128)
-        die("getrandom left its buffer mostly zero", (unsigned)zeros);
+    for (unsigned round = 0; round <= 8; round++) {
+        unsigned char *b = round ? malloc(4 * rlen) : random;
+        size_t blen = round ? 4 * rlen : rlen;
+        if (!b)
+            die("malloc of a random buffer failed", round);
+        if (getrandom(b, blen, 0) != (ssize_t)blen)
+            die("getrandom into a fresh heap buffer failed", round);
+        size_t zeros = 0;
+        for (size_t i = 0; i < blen; i++)
+            zeros += b[i] == 0;
+        if (zeros > blen / 128)
+            die("getrandom left its buffer mostly zero", (unsigned)zeros);
+        if (round)
+            free(b);
+    }
     churn(1800);
     if (getentropy(entropy, 64) != 0)
         die("getentropy into a cold heap buffer failed", 0);
