@@ -48,23 +48,17 @@ test-tsan: deps
 sanitize: test-asan test-tsan
 
 # Compile only, warnings as errors, in the build types and with the compiler the test runs do
-# not use: each optimisation level and clang see warnings the others miss.
-WARN_BUILDS = Debug Release MinSizeRel
+# not use: each optimisation level and clang see warnings the others miss. COMPILER:TYPE each.
+WARN_BUILDS = gcc:Debug gcc:Release gcc:MinSizeRel clang:RelWithDebInfo
 warnings: deps
-	@for t in $(WARN_BUILDS); do \
-	  echo "== gcc $$t"; \
-	  [ -f $(BUILD_DIR)-warn-$$t/build.ninja ] || \
-	    cmake -S . -B $(BUILD_DIR)-warn-$$t -G Ninja -DCMAKE_BUILD_TYPE=$$t -DLETHE_WERROR=ON \
+	@for b in $(WARN_BUILDS); do \
+	  cc=$${b%%:*}; t=$${b#*:}; dir=$(BUILD_DIR)-warn-$$cc-$$t; \
+	  echo "== $$cc $$t"; \
+	  [ -f $$dir/build.ninja ] || \
+	    CC=$$cc cmake -S . -B $$dir -G Ninja -DCMAKE_BUILD_TYPE=$$t -DLETHE_WERROR=ON \
 	          $(CMAKE_FLAGS) >/dev/null || exit 1; \
-	  cmake --build $(BUILD_DIR)-warn-$$t -j $(JOBS) >/dev/null || \
-	    { cmake --build $(BUILD_DIR)-warn-$$t -j 1; exit 1; }; \
+	  cmake --build $$dir -j $(JOBS) >/dev/null || { cmake --build $$dir -j 1; exit 1; }; \
 	done
-	@echo "== clang RelWithDebInfo"
-	@[ -f $(BUILD_DIR)-warn-clang/build.ninja ] || \
-	  CC=clang cmake -S . -B $(BUILD_DIR)-warn-clang -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	        -DLETHE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(BUILD_DIR)-warn-clang -j $(JOBS) >/dev/null || \
-	  { cmake --build $(BUILD_DIR)-warn-clang -j 1; exit 1; }
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
