@@ -10,16 +10,19 @@
  * kernel's copy makes the call fail with EFAULT before any data moved, and it is retried (up
  * to 8 times, the piece halved each time down to one page: under pressure the rebalancer
  * demotes pages within milliseconds, about what touching a budget of swapped-out pages
- * takes), or cuts the copy short: a short count, which these calls may always return.
+ * takes; a page just read back is the first it demotes), or cuts the copy short: a short
+ * count. read, write, pread and pwrite then move one page through a page on the stack,
+ * copied to or from the heap in user mode, which cannot fail that way.
  *
  * At most a budget of bytes (an eighth of the cache, between 64 and 128 KiB) is touched before
  * each system call: the rebalancer may demote a touched page again at any time, so the window
  * between touch and copy must stay short. read, write, pread and pwrite on a regular file or
- * block device carry out a request of any length budget by budget, going on after a short
- * count (such files never block part-way, so a short count there is a page lost between
- * touch and copy, or the end of the file); on a pipe, socket or terminal, and for the vector and
- * socket calls, a request is cut to the budget and returns a short count, which those calls
- * may always return.
+ * block device, and write on a blocking pipe, socket or terminal, carry out a request of any
+ * length budget by budget, going on after a short count, as the kernel would (a file never
+ * blocks part-way, and a blocking write returns early only for a signal: the wrapper goes on
+ * after one, as if it had come between two writes). A read from a pipe, socket or terminal,
+ * any call on a non-blocking descriptor, and the vector and socket calls are cut to the
+ * budget and may return a short count, which those calls may always return.
  *
  * The path given to open, open64, openat and openat64 is read from user mode first, and the
  * call retried after an EFAULT, the same way.
@@ -281,18 +284,47 @@ static ssize_t piece(enum piece_kind kind, int fd, char *buf, size_t len, off_t 
 }
 
 /* Files and block devices never block part-way, so a request longer than the budget is
- * carried out piece by piece, as one call; anything else gets one piece (a short count). */
-static bool is_file(int fd)
+ * carried out piece by piece, as one call; so is a write to a blocking pipe, socket or
+ * terminal, which the kernel also completes unless a signal interrupts it. A read from one of
+ * those, or any call on a non-blocking descriptor, gets one piece (a short count). */
+static bool goes_on(enum piece_kind kind, int fd)
 {
     struct stat st;
-    return fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+    if (fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+        return true;
+    if (kind != PIECE_WRITE)
+        return false;
+    int flags = fcntl(fd, F_GETFL);
+    return flags >= 0 && !(flags & O_NONBLOCK);
+}
+
+static bool is_write(enum piece_kind kind)
+{
+    return kind == PIECE_WRITE || kind == PIECE_PWRITE || kind == PIECE_PWRITE64;
+}
+
+/* One page at most of the piece at buf, through a page on the stack: the heap side is copied
+ * from user mode, where a fault is served. For when the kernel's own copy kept failing. */
+static ssize_t bounced(enum piece_kind kind, int fd, char *buf, size_t len, off_t off)
+{
+    char page[LETHE_PAGE_SIZE];
+    if (len > sizeof(page))
+        len = sizeof(page);
+    if (is_write(kind)) {
+        memcpy(page, buf, len);
+        return piece(kind, fd, page, len, off);
+    }
+    ssize_t rc = piece(kind, fd, page, len, off);
+    if (rc > 0)
+        memcpy(buf, page, (size_t)rc);
+    return rc;
 }
 
 static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *buf, size_t len,
                           off_t off)
 {
     size_t chunk = io_budget();
-    int file = -1; /* whether fd is a file: asked once a piece leaves something to do */
+    int more = -1; /* whether to go on after a piece: asked once a piece leaves something */
     size_t done = 0;
     do {
         size_t n = len - done < chunk ? len - done : chunk;
@@ -306,16 +338,19 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
             n = n / 2 > LETHE_PAGE_SIZE ? n / 2 : LETHE_PAGE_SIZE;
             n = n < len - done ? n : len - done;
         }
+        if (rc < 0 && errno == EFAULT) /* a page at buf+done demoted again each time */
+            rc = bounced(kind, fd, buf + done, n, off + (off_t)done);
         if (rc < 0)
             return done ? (ssize_t)done : rc;
         if (rc == 0)
             break; /* end of file */
         done += (size_t)rc;
-        /* A file's short count here is a page lost between touch and copy (or the end of the
-         * file, which the next piece tells): go on, whatever the request's length. */
-        if (done < len && file < 0)
-            file = is_file(fd);
-    } while (file == 1 && done < len);
+        /* A short count here is a page lost between touch and copy (or the end of a file,
+         * which the next piece tells), or a write cut to the budget: go on where the kernel
+         * would have, whatever the request's length. */
+        if (done < len && more < 0)
+            more = goes_on(kind, fd);
+    } while (more == 1 && done < len);
     return (ssize_t)done;
 }
 

@@ -31,6 +31,7 @@
  *    and pthread_getaffinity_np with a CPU_ALLOC'd mask, uname, getrusage, get/set/prlimit,
  *    nanosleep and clock_nanosleep on cold heap structs; fcntl record locks (F_SETLK,
  *    F_GETLK, F_OFD_SETLK, F_OFD_GETLK) and F_SETOWN_EX/F_GETOWN_EX through cold heap structs;
+ *  - one blocking write of 1 MiB of cold heap memory to a pipe a thread drains: all of it;
  *  - posix_spawn, posix_spawnp and system of cold heap command lines and argv arrays, and at
  *    last execv of this program from a cold heap path and argv ("exec-child MIB"), which
  *    execs it once more with execl ("exec-last"), each printing one line.
@@ -943,6 +944,60 @@ static _Noreturn void exec_self(const char *stage, bool by_execl)
         0);
 }
 
+/* The reader of pipes(): drains the pipe into a buffer outside the heap and sums it. */
+static unsigned char pipe_sink[65536];
+struct drain {
+    int fd;
+    size_t total;
+    uint64_t sum;
+};
+
+static void *drain(void *arg)
+{
+    struct drain *d = arg;
+    ssize_t n;
+    while ((n = read(d->fd, pipe_sink, sizeof(pipe_sink))) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            d->sum = d->sum * 31 + pipe_sink[i];
+        d->total += (size_t)n;
+    }
+    return NULL;
+}
+
+/* One blocking write of 1 MiB of cold heap memory to a pipe that a thread drains: the kernel
+ * writes all of it, and so must the wrapper, which cuts it into budget-sized pieces (before,
+ * it returned the first piece's count). */
+static void pipes(void)
+{
+    size_t len = 1u << 20;
+    unsigned char *b = malloc(len);
+    if (!b)
+        die("malloc of the pipe buffer failed", 0);
+    uint64_t want = 0;
+    for (size_t i = 0; i < len; i++) {
+        b[i] = (unsigned char)mix(7000 + i / 8);
+        want = want * 31 + b[i];
+    }
+    settled(b);
+    churn(1900);
+    int p[2];
+    if (pipe(p) != 0)
+        die("pipe for the blocking write failed", 0);
+    struct drain d = {.fd = p[0]};
+    pthread_t t;
+    if (pthread_create(&t, NULL, drain, &d) != 0)
+        die("pthread_create of the pipe reader failed", 0);
+    ssize_t w = write(p[1], b, len);
+    if (w != (ssize_t)len)
+        die("a blocking write of cold heap memory to a pipe came back short", (unsigned)w);
+    close(p[1]);
+    pthread_join(t, NULL);
+    close(p[0]);
+    if (d.total != len || d.sum != want)
+        die("the pipe's reader got other bytes than were written", (unsigned)d.total);
+    free(b);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "exec-child") == 0) {
@@ -969,6 +1024,7 @@ int main(int argc, char **argv)
         links(argv[2]);
         sockets();
         structs();
+        pipes();
         spawns();
         printf("done\n");
         exec_self("exec-child", false);
