@@ -17,12 +17,13 @@
  * At most a budget of bytes (an eighth of the cache, between 64 and 128 KiB) is touched before
  * each system call: the rebalancer may demote a touched page again at any time, so the window
  * between touch and copy must stay short. read, write, pread and pwrite on a regular file or
- * block device, and write on a blocking pipe, socket or terminal, carry out a request of any
- * length budget by budget, going on after a short count, as the kernel would (a file never
- * blocks part-way, and a blocking write returns early only for a signal: the wrapper goes on
- * after one, as if it had come between two writes). A read from a pipe, socket or terminal,
- * any call on a non-blocking descriptor, and the vector and socket calls are cut to the
- * budget and may return a short count, which those calls may always return.
+ * block device, and write on a blocking pipe, stream socket or terminal, carry out a request
+ * of any length budget by budget, going on after a short count, as the kernel would (a file
+ * never blocks part-way, and a blocking write returns early only for a signal: the wrapper
+ * goes on after one, as if it had come between two writes). A read from a pipe, socket or
+ * terminal, a write to a datagram socket, any call on a non-blocking descriptor, and the
+ * vector and socket calls are cut to the budget and may return a short count (a datagram
+ * longer than the budget, 64 KiB at least, is cut: not covered).
  *
  * The path given to open, open64, openat and openat64 is read from user mode first, and the
  * call retried after an EFAULT, the same way.
@@ -284,15 +285,27 @@ static ssize_t piece(enum piece_kind kind, int fd, char *buf, size_t len, off_t 
 }
 
 /* Files and block devices never block part-way, so a request longer than the budget is
- * carried out piece by piece, as one call; so is a write to a blocking pipe, socket or
+ * carried out piece by piece, as one call; so is a write to a blocking pipe, stream socket or
  * terminal, which the kernel also completes unless a signal interrupts it. A read from one of
- * those, or any call on a non-blocking descriptor, gets one piece (a short count). */
+ * those, a write to a datagram socket (each piece would be a message of its own), or any call
+ * on a non-blocking descriptor gets one piece (a short count). */
+static bool is_datagram(const struct stat *st, int fd)
+{
+    if (!S_ISSOCK(st->st_mode))
+        return false;
+    int type = 0;
+    socklen_t tlen = sizeof(type);
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM;
+}
+
 static bool goes_on(enum piece_kind kind, int fd)
 {
     struct stat st;
-    if (fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+    if (fstat(fd, &st) != 0)
+        return false;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))
         return true;
-    if (kind != PIECE_WRITE)
+    if (kind != PIECE_WRITE || is_datagram(&st, fd))
         return false;
     int flags = fcntl(fd, F_GETFL);
     return flags >= 0 && !(flags & O_NONBLOCK);
@@ -304,9 +317,15 @@ static bool is_write(enum piece_kind kind)
 }
 
 /* One page at most of the piece at buf, through a page on the stack: the heap side is copied
- * from user mode, where a fault is served. For when the kernel's own copy kept failing. */
+ * from user mode, where a fault is served. For when the kernel's own copy kept failing; not
+ * for a datagram socket, whose message one page could cut (the EFAULT stands). */
 static ssize_t bounced(enum piece_kind kind, int fd, char *buf, size_t len, off_t off)
 {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || is_datagram(&st, fd)) {
+        errno = EFAULT;
+        return -1;
+    }
     char page[LETHE_PAGE_SIZE];
     if (len > sizeof(page))
         len = sizeof(page);
