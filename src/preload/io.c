@@ -284,11 +284,7 @@ static ssize_t piece(enum piece_kind kind, int fd, char *buf, size_t len, off_t 
     return -1;
 }
 
-/* Files and block devices never block part-way, so a request longer than the budget is
- * carried out piece by piece, as one call; so is a write to a blocking pipe, stream socket or
- * terminal, which the kernel also completes unless a signal interrupts it. A read from one of
- * those, a write to a datagram socket (each piece would be a message of its own), or any call
- * on a non-blocking descriptor gets one piece (a short count). */
+/* A socket whose every send is one message (datagram, sequenced packet, raw). */
 static bool is_datagram(const struct stat *st, int fd)
 {
     if (!S_ISSOCK(st->st_mode))
@@ -298,6 +294,11 @@ static bool is_datagram(const struct stat *st, int fd)
     return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) != 0 || type != SOCK_STREAM;
 }
 
+/* Files and block devices never block part-way, so a request longer than the budget is
+ * carried out piece by piece, as one call; so is a write to a blocking pipe, stream socket or
+ * terminal, which the kernel also completes unless a signal interrupts it. A read from one of
+ * those, a write to a datagram socket (each piece would be a message of its own), or any call
+ * on a non-blocking descriptor gets one piece (a short count). */
 static bool goes_on(enum piece_kind kind, int fd)
 {
     struct stat st;
