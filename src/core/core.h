@@ -29,7 +29,6 @@
 #define LETHE_CACHE_GROWTH      4   /* the frame table holds 4x the initial cache_size */
 #define LETHE_MIN_FRAMES        16
 #define LETHE_AUTO_SHARD_FRAMES 2048 /* shards = 0: frames per shard at least */
-#define LETHE_PIN_SLOTS         512  /* pages held by lethe_pin() at once, at most */
 
 /* Per-thread counters, summed on read. A worker's block has one writer (its thread); the
  * shared block (`misc`) is written by any thread with atomic adds. */

@@ -86,6 +86,7 @@ void lethe_extent_free(struct lethe *l, void *addr, size_t size);
 /* Keeps the extent but discards its content (the next touch reads zeros). */
 void lethe_extent_purge(struct lethe *l, void *addr, size_t size);
 int lethe_in_region(const struct lethe *l, const void *addr);
+#define LETHE_PIN_SLOTS 512 /* pages held by lethe_pin() at once, at most */
 /* Holds the page that contains addr mapped (never demoted nor evicted) until lethe_unpin(),
  * after making it present from user mode: for memory the kernel must read without being able
  * to fault it in, such as a futex word under signal delivery. Pins nest and may come from any

@@ -4,25 +4,31 @@
  * access to a missing page raises SIGBUS and is served, but a kernel access (read() copying
  * into a heap buffer, write() copying out of one) fails with EFAULT instead. These wrappers
  * close that gap for the calls a program makes itself: when the buffer lies in the region,
- * they make its pages present by touching them from user mode (an atomic add of zero to one
- * byte per page: a write access that changes nothing, even with another thread writing the
- * same byte), then make the call. A page demoted or evicted between the touch and the
+ * they pin its pages (lethe_pin: never demoted nor evicted until io_unpin, which is also the
+ * cancellation cleanup), make them present by touching them from user mode (an atomic add of
+ * zero to one byte per page: a write access that changes nothing, even with another thread
+ * writing the same byte, and lifts write protection), then make the call. Pins are limited (64
+ * pages a call; a quarter of the cache and half the pin table for all threads together: a
+ * pinned page keeps its frame, also while its thread blocks in the call), so the pages left
+ * unpinned keep the older safeguards: such a page demoted or evicted between the touch and the
  * kernel's copy makes the call fail with EFAULT before any data moved, and it is retried (up
  * to 8 times, the piece halved each time down to one page: under pressure the rebalancer
  * demotes pages within milliseconds, about what touching a budget of swapped-out pages
  * takes; a page just read back is the first it demotes), or cuts the copy short: a short
  * count. read, write, pread and pwrite then move one page through a page on the stack,
- * copied to or from the heap in user mode, which cannot fail that way.
+ * copied to or from the heap in user mode, which cannot fail that way. Where the kernel cannot
+ * undo a failed copy (a datagram whose receive fails is dropped) only the pin protects.
  *
  * At most a budget of bytes (an eighth of the cache, between 64 and 128 KiB) is touched before
  * each system call: the rebalancer may demote a touched page again at any time, so the window
- * between touch and copy must stay short. read, write, pread and pwrite on a regular file or
- * block device, and write on a blocking pipe, stream socket or terminal, carry out a request
- * of any length budget by budget, going on after a short count, as the kernel would (a file
- * never blocks part-way, and a blocking write returns early only for a signal: the wrapper
- * goes on after one, as if it had come between two writes). A read from a pipe, socket or
- * terminal, a write to a datagram socket, any call on a non-blocking descriptor, and the
- * vector and socket calls are cut to the budget and may return a short count (a datagram
+ * between touch and copy must stay short (and pins are few). read, write, pread, pwrite and
+ * their vector forms (readv, writev, preadv, pwritev) on a regular file or block device, and
+ * write and writev on a blocking pipe, stream socket or terminal, carry out a request of any
+ * length budget by budget, going on after a short count, as the kernel would (a file never
+ * blocks part-way, and a blocking write returns early only for a signal: the wrapper goes on
+ * after one, as if it had come between two writes). A read from a pipe, socket or terminal, a
+ * write to a datagram socket, any call on a non-blocking descriptor, and the socket calls
+ * (send, recv, sendmsg...) are cut to the budget and may return a short count (a datagram
  * longer than the budget, 64 KiB at least, is cut: not covered).
  *
  * The path given to open, open64, openat and openat64 is read from user mode first, and the
@@ -39,7 +45,8 @@
  * (pipe, waitpid, sigprocmask...) and getrandom. Not covered: calls libc
  * makes internally elsewhere (getaddrinfo, ...), other system calls given heap buffers or
  * heap paths (futex on a heap word, the path calls calls.c leaves out, io_uring, O_DIRECT),
- * and a datagram whose receive fails with EFAULT is dropped by the kernel. In thread delivery
+ * and a datagram received into pages the limits left unpinned may fail with EFAULT and be
+ * dropped by the kernel. In thread delivery
  * mode none of this is needed (the vCPUs serve kernel accesses too) and the wrappers pass
  * straight through.
  */
@@ -47,6 +54,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -110,6 +118,50 @@ bool io_touches_region(struct lethe *l, const void *buf, size_t len)
            (lethe_in_region(l, buf) || lethe_in_region(l, (const char *)buf + len - 1));
 }
 
+/* Pages held by io_pin, all threads together. */
+static unsigned io_pins_live;
+
+static unsigned io_pin_limit(void)
+{
+    uint64_t quarter = preload_config()->cache_size / LETHE_PAGE_SIZE / 4;
+    return quarter < LETHE_PIN_SLOTS / 2 ? (unsigned)quarter : LETHE_PIN_SLOTS / 2;
+}
+
+void io_pin(struct io_pins *ps, const void *buf, size_t len)
+{
+    if (!buf || len == 0)
+        return;
+    unsigned limit = io_pin_limit();
+    uintptr_t p = (uintptr_t)buf & ~(uintptr_t)(LETHE_PAGE_SIZE - 1);
+    uintptr_t end = (uintptr_t)buf + len;
+    for (; p < end && ps->n < IO_PIN_PAGES; p += LETHE_PAGE_SIZE) {
+        const char *c = (const char *)(p < (uintptr_t)buf ? (uintptr_t)buf : p);
+        if (!lethe_in_region(ps->l, c))
+            continue;
+        unsigned live = __atomic_load_n(&io_pins_live, __ATOMIC_RELAXED);
+        do {
+            if (live >= limit)
+                return;
+        } while (!__atomic_compare_exchange_n(&io_pins_live, &live, live + 1, true,
+                                              __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+        int t = lethe_pin(ps->l, c);
+        if (t < 0) {
+            __atomic_sub_fetch(&io_pins_live, 1, __ATOMIC_RELAXED);
+            return; /* the table is full (futex waits hold the rest) */
+        }
+        ps->token[ps->n++] = t;
+    }
+}
+
+void io_unpin(void *arg)
+{
+    struct io_pins *ps = arg;
+    for (unsigned i = 0; i < ps->n; i++)
+        lethe_unpin(ps->l, ps->token[i]);
+    __atomic_sub_fetch(&io_pins_live, ps->n, __ATOMIC_RELAXED);
+    ps->n = 0;
+}
+
 static bool iov_touches_region(struct lethe *l, const struct iovec *iov, int n)
 {
     for (int i = 0; i < n; i++)
@@ -118,20 +170,44 @@ static bool iov_touches_region(struct lethe *l, const struct iovec *iov, int n)
     return false;
 }
 
-/* Copies iov into out, cut to the budget; prefaults it; returns the new count. */
-static int prepare_iov(struct lethe *l, const struct iovec *iov, int n, struct iovec *out)
+/* Copies iov from element `first`, byte `skip` of it, into out, cut to the budget, and pins
+ * what it can of it; returns the new count. */
+static int cut_iov_from(struct io_pins *ps, const struct iovec *iov, int n, int first,
+                        size_t skip, struct iovec *out)
 {
     size_t left = io_budget();
     int k = 0;
-    for (int i = 0; i < n && i < MAX_IOV_COPIED && left > 0; i++) {
+    for (int i = first; i < n && k < MAX_IOV_COPIED && left > 0; i++) {
         out[k] = iov[i];
+        if (i == first) {
+            out[k].iov_base = (char *)out[k].iov_base + skip;
+            out[k].iov_len -= skip;
+        }
         if (out[k].iov_len > left)
             out[k].iov_len = left;
         left -= out[k].iov_len;
-        io_prefault(l, out[k].iov_base, out[k].iov_len);
+        io_pin(ps, out[k].iov_base, out[k].iov_len);
         k++;
     }
     return k;
+}
+
+static int cut_iov(struct io_pins *ps, const struct iovec *iov, int n, struct iovec *out)
+{
+    return cut_iov_from(ps, iov, n, 0, 0, out);
+}
+
+/* len cut to the budget */
+static size_t cut_len(size_t len)
+{
+    size_t b = io_budget();
+    return len < b ? len : b;
+}
+
+static void prefault_iov(struct lethe *l, const struct iovec *v, int k)
+{
+    for (int i = 0; i < k; i++)
+        io_prefault(l, v[i].iov_base, v[i].iov_len);
 }
 
 typedef int (*open_fn)(const char *, int, ...);
@@ -190,31 +266,21 @@ PRELOAD_REAL(__open64_2, open_2_fn)
 PRELOAD_REAL(__openat_2, openat_2_fn)
 PRELOAD_REAL(__openat64_2, openat_2_fn)
 
-/* Runs CALL (an expression giving ssize_t) with buf's pages made present, retrying EFAULT. */
-#define WITH_PREFAULT(l, buf, len, CALL)                                                           \
+/* Runs CALL (an expression giving ssize_t) with buf's pages pinned (ps, set up by the caller,
+ * may hold others already) and made present, retrying EFAULT. len is at most the budget
+ * (cut_len). */
+#define WITH_PREFAULT(ps, buf, len, CALL)                                                          \
     do {                                                                                           \
-        if ((len) > io_budget())                                                                      \
-            (len) = io_budget();                                                                      \
+        io_pin((ps), (buf), (len));                                                                \
         ssize_t rc_ = -1;                                                                          \
+        pthread_cleanup_push(io_unpin, (ps));                                                      \
         for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
-            io_prefault((l), (buf), (len));                                                           \
+            io_prefault((ps)->l, (buf), (len));                                                    \
             rc_ = (CALL);                                                                          \
             if (!(rc_ < 0 && errno == EFAULT))                                                     \
                 break;                                                                             \
         }                                                                                          \
-        return rc_;                                                                                \
-    } while (0)
-
-#define WITH_PREFAULT_IOV(l, iov, n, CALL_WITH_V_K)                                                \
-    do {                                                                                           \
-        struct iovec v[MAX_IOV_COPIED];                                                            \
-        ssize_t rc_ = -1;                                                                          \
-        for (int try_ = 0; try_ < RETRIES; try_++) {                                               \
-            int k = prepare_iov((l), (iov), (n), v);                                               \
-            rc_ = (CALL_WITH_V_K);                                                                 \
-            if (!(rc_ < 0 && errno == EFAULT))                                                     \
-                break;                                                                             \
-        }                                                                                          \
+        pthread_cleanup_pop(1);                                                                    \
         return rc_;                                                                                \
     } while (0)
 
@@ -349,6 +415,9 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
     do {
         size_t n = len - done < chunk ? len - done : chunk;
         ssize_t rc = -1;
+        struct io_pins ps = {.l = l};
+        io_pin(&ps, buf + done, n);
+        pthread_cleanup_push(io_unpin, &ps);
         for (int t = 0; t < RETRIES; t++) {
             io_prefault(l, buf + done, n);
             rc = piece(kind, fd, buf + done, n, off + (off_t)done);
@@ -358,6 +427,7 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
             n = n / 2 > LETHE_PAGE_SIZE ? n / 2 : LETHE_PAGE_SIZE;
             n = n < len - done ? n : len - done;
         }
+        pthread_cleanup_pop(1);
         if (rc < 0 && errno == EFAULT) /* a page at buf+done demoted again each time */
             rc = bounced(kind, fd, buf + done, n, off + (off_t)done);
         if (rc < 0)
@@ -371,6 +441,87 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
         if (done < len && more < 0)
             more = goes_on(kind, fd);
     } while (more == 1 && done < len);
+    return (ssize_t)done;
+}
+
+static ssize_t vector(enum piece_kind kind, int fd, const struct iovec *v, int k, off_t off)
+{
+    switch (kind) {
+    case PIECE_READ:
+        return get_readv()(fd, v, k);
+    case PIECE_WRITE:
+        return get_writev()(fd, v, k);
+    case PIECE_PREAD:
+        return get_preadv()(fd, v, k, off);
+    case PIECE_PWRITE:
+        return get_pwritev()(fd, v, k, off);
+    case PIECE_PREAD64:
+        return get_preadv64()(fd, v, k, off);
+    case PIECE_PWRITE64:
+        return get_pwritev64()(fd, v, k, off);
+    }
+    errno = EINVAL;
+    return -1;
+}
+
+/* One piece of a vector call: iov from element `first`, byte `skip` of it, cut to the budget,
+ * pinned and made present, EFAULT retried. */
+static ssize_t vector_piece(struct lethe *l, enum piece_kind kind, int fd, const struct iovec *iov,
+                            int n, int first, size_t skip, off_t off)
+{
+    struct iovec v[MAX_IOV_COPIED];
+    struct io_pins ps = {.l = l};
+    int k = cut_iov_from(&ps, iov, n, first, skip, v);
+    ssize_t rc = -1;
+    pthread_cleanup_push(io_unpin, &ps);
+    for (int t = 0; t < RETRIES; t++) {
+        prefault_iov(l, v, k);
+        rc = vector(kind, fd, v, k, off);
+        if (!(rc < 0 && errno == EFAULT))
+            break;
+    }
+    pthread_cleanup_pop(1);
+    return rc;
+}
+
+/* The vector calls, piece by piece: on a file, a block device, or for a write on a blocking
+ * pipe, stream socket or terminal, until all of it is done, as in prefaulted; else one
+ * piece. */
+static ssize_t prefaulted_iov(struct lethe *l, enum piece_kind kind, int fd,
+                              const struct iovec *iov, int n, off_t off)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len > SSIZE_MAX - total)
+            return vector(kind, fd, iov, n, off); /* the kernel's EINVAL */
+        total += iov[i].iov_len;
+    }
+    if (n > MAX_IOV_COPIED)
+        return vector(kind, fd, iov, n, off); /* likewise */
+    int first = 0, more = -1;
+    size_t skip = 0, done = 0;
+    do {
+        ssize_t rc = vector_piece(l, kind, fd, iov, n, first, skip, off + (off_t)done);
+        if (rc < 0)
+            return done ? (ssize_t)done : rc;
+        if (rc == 0)
+            break; /* end of file, or nothing asked */
+        done += (size_t)rc;
+        for (size_t left = (size_t)rc; left > 0 || (first < n && iov[first].iov_len == skip);) {
+            size_t room = iov[first].iov_len - skip;
+            size_t step = left < room ? left : room;
+            skip += step;
+            left -= step;
+            if (skip == iov[first].iov_len) {
+                first++;
+                skip = 0;
+                if (first == n)
+                    break;
+            }
+        }
+        if (done < total && more < 0)
+            more = goes_on(kind, fd);
+    } while (more == 1 && done < total);
     return (ssize_t)done;
 }
 
@@ -481,7 +632,7 @@ ssize_t readv(int fd, const struct iovec *iov, int n)
     struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_readv()(fd, iov, n);
-    WITH_PREFAULT_IOV(l, iov, n, get_readv()(fd, v, k));
+    return prefaulted_iov(l, PIECE_READ, fd, iov, n, 0);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int n)
@@ -489,7 +640,7 @@ ssize_t writev(int fd, const struct iovec *iov, int n)
     struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_writev()(fd, iov, n);
-    WITH_PREFAULT_IOV(l, iov, n, get_writev()(fd, v, k));
+    return prefaulted_iov(l, PIECE_WRITE, fd, iov, n, 0);
 }
 
 ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off)
@@ -497,7 +648,7 @@ ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off)
     struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_preadv()(fd, iov, n, off);
-    WITH_PREFAULT_IOV(l, iov, n, get_preadv()(fd, v, k, off));
+    return prefaulted_iov(l, PIECE_PREAD, fd, iov, n, off);
 }
 
 ssize_t preadv64(int fd, const struct iovec *iov, int n, off_t off)
@@ -505,7 +656,7 @@ ssize_t preadv64(int fd, const struct iovec *iov, int n, off_t off)
     struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_preadv64()(fd, iov, n, off);
-    WITH_PREFAULT_IOV(l, iov, n, get_preadv64()(fd, v, k, off));
+    return prefaulted_iov(l, PIECE_PREAD64, fd, iov, n, off);
 }
 
 ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
@@ -513,7 +664,7 @@ ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
     struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_pwritev()(fd, iov, n, off);
-    WITH_PREFAULT_IOV(l, iov, n, get_pwritev()(fd, v, k, off));
+    return prefaulted_iov(l, PIECE_PWRITE, fd, iov, n, off);
 }
 
 ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off)
@@ -521,7 +672,7 @@ ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off)
     struct lethe *l = io_signal_mode();
     if (!l || n <= 0 || !iov_touches_region(l, iov, n))
         return get_pwritev64()(fd, iov, n, off);
-    WITH_PREFAULT_IOV(l, iov, n, get_pwritev64()(fd, v, k, off));
+    return prefaulted_iov(l, PIECE_PWRITE64, fd, iov, n, off);
 }
 
 ssize_t recv(int fd, void *buf, size_t len, int flags)
@@ -529,7 +680,9 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_recv()(fd, buf, len, flags);
-    WITH_PREFAULT(l, buf, len, get_recv()(fd, buf, len, flags));
+    struct io_pins ps = {.l = l};
+    const size_t n = cut_len(len);
+    WITH_PREFAULT(&ps, buf, n, get_recv()(fd, buf, n, flags));
 }
 
 ssize_t send(int fd, const void *buf, size_t len, int flags)
@@ -537,7 +690,9 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
     struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_send()(fd, buf, len, flags);
-    WITH_PREFAULT(l, buf, len, get_send()(fd, buf, len, flags));
+    struct io_pins ps = {.l = l};
+    const size_t n = cut_len(len);
+    WITH_PREFAULT(&ps, buf, n, get_send()(fd, buf, n, flags));
 }
 
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from,
@@ -546,10 +701,17 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from
     struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_recvfrom()(fd, buf, len, flags, from, fromlen);
-    if (from && fromlen)
+    /* the address is copied out after the data: pinned too (a datagram whose address
+     * cannot be written is dropped like one whose data cannot) */
+    struct io_pins ps = {.l = l};
+    io_pin(&ps, fromlen, sizeof(*fromlen));
+    if (from && fromlen) {
+        io_pin(&ps, from, *fromlen);
         io_prefault(l, from, *fromlen);
+    }
     io_prefault(l, fromlen, sizeof(*fromlen));
-    WITH_PREFAULT(l, buf, len, get_recvfrom()(fd, buf, len, flags, from, fromlen));
+    const size_t n = cut_len(len);
+    WITH_PREFAULT(&ps, buf, n, get_recvfrom()(fd, buf, n, flags, from, fromlen));
 }
 
 ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
@@ -558,16 +720,33 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
     struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_sendto()(fd, buf, len, flags, to, tolen);
+    struct io_pins ps = {.l = l};
+    io_pin(&ps, to, tolen);
     io_prefault(l, to, tolen);
-    WITH_PREFAULT(l, buf, len, get_sendto()(fd, buf, len, flags, to, tolen));
+    const size_t n = cut_len(len);
+    WITH_PREFAULT(&ps, buf, n, get_sendto()(fd, buf, n, flags, to, tolen));
 }
 
-/* The small buffers of a msghdr besides its data: address and ancillary data. */
+/* The small buffers of a msghdr besides its data: the header, address and ancillary data. */
+static void pin_msghdr(struct io_pins *ps, const struct msghdr *m)
+{
+    io_pin(ps, m, sizeof(*m));
+    io_pin(ps, m->msg_name, m->msg_namelen);
+    io_pin(ps, m->msg_control, m->msg_controllen);
+}
+
 static void prefault_msghdr(struct lethe *l, const struct msghdr *m)
 {
     io_prefault(l, m, sizeof(*m));
     io_prefault(l, m->msg_name, m->msg_namelen);
     io_prefault(l, m->msg_control, m->msg_controllen);
+}
+
+static bool msghdr_touches_region(struct lethe *l, const struct msghdr *m, int n)
+{
+    return iov_touches_region(l, m->msg_iov, n) || io_touches_region(l, m, sizeof(*m)) ||
+           io_touches_region(l, m->msg_name, m->msg_namelen) ||
+           io_touches_region(l, m->msg_control, m->msg_controllen);
 }
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
@@ -576,17 +755,19 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
         return get_recvmsg()(fd, msg, flags);
     int n = (int)msg->msg_iovlen;
-    if (!iov_touches_region(l, msg->msg_iov, n) && !io_touches_region(l, msg, sizeof(*msg)) &&
-        !io_touches_region(l, msg->msg_name, msg->msg_namelen) &&
-        !io_touches_region(l, msg->msg_control, msg->msg_controllen))
+    if (!msghdr_touches_region(l, msg, n))
         return get_recvmsg()(fd, msg, flags);
     struct iovec v[MAX_IOV_COPIED];
     struct iovec *orig = msg->msg_iov;
     size_t orig_len = msg->msg_iovlen;
+    struct io_pins ps = {.l = l};
+    pin_msghdr(&ps, msg);
+    int k = cut_iov(&ps, orig, n, v);
     ssize_t rc = -1;
+    pthread_cleanup_push(io_unpin, &ps);
     for (int t = 0; t < RETRIES; t++) {
         prefault_msghdr(l, msg);
-        int k = prepare_iov(l, orig, n, v);
+        prefault_iov(l, v, k);
         msg->msg_iov = v;
         msg->msg_iovlen = (size_t)k;
         rc = get_recvmsg()(fd, msg, flags);
@@ -597,6 +778,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
         if (!(rc < 0 && errno == EFAULT))
             break;
     }
+    pthread_cleanup_pop(1);
     return rc;
 }
 
@@ -606,22 +788,25 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
         return get_sendmsg()(fd, msg, flags);
     int n = (int)msg->msg_iovlen;
-    if (!iov_touches_region(l, msg->msg_iov, n) && !io_touches_region(l, msg, sizeof(*msg)) &&
-        !io_touches_region(l, msg->msg_name, msg->msg_namelen) &&
-        !io_touches_region(l, msg->msg_control, msg->msg_controllen))
+    if (!msghdr_touches_region(l, msg, n))
         return get_sendmsg()(fd, msg, flags);
     struct iovec v[MAX_IOV_COPIED];
+    struct io_pins ps = {.l = l};
+    pin_msghdr(&ps, msg);
+    int k = cut_iov(&ps, msg->msg_iov, n, v);
+    struct msghdr copy = *msg;
+    copy.msg_iov = v;
+    copy.msg_iovlen = (size_t)k;
     ssize_t rc = -1;
+    pthread_cleanup_push(io_unpin, &ps);
     for (int t = 0; t < RETRIES; t++) {
         prefault_msghdr(l, msg);
-        int k = prepare_iov(l, msg->msg_iov, n, v);
-        struct msghdr copy = *msg;
-        copy.msg_iov = v;
-        copy.msg_iovlen = (size_t)k;
+        prefault_iov(l, v, k);
         rc = get_sendmsg()(fd, &copy, flags);
         if (!(rc < 0 && errno == EFAULT))
             break;
     }
+    pthread_cleanup_pop(1);
     return rc;
 }
 

@@ -104,6 +104,21 @@ void io_touch_string(struct lethe *l, const char *s);
 /* Whether [buf, buf+len) touches the region. */
 bool io_touches_region(struct lethe *l, const void *buf, size_t len);
 
+/* Region pages one call holds with lethe_pin while the kernel copies to or from them, so that
+ * no demotion can take them between the touch and the copy. At most IO_PIN_PAGES per call,
+ * and all threads together at most a quarter of the cache's pages and half the pin table:
+ * the pages a call could not pin are only touched, as before (io.c). */
+#define IO_PIN_PAGES 64
+struct io_pins {
+    struct lethe *l;
+    unsigned n;
+    int token[IO_PIN_PAGES];
+};
+/* Pins the region pages of [buf, buf+len) while the limits allow; adds to ps. */
+void io_pin(struct io_pins *ps, const void *buf, size_t len);
+/* Lets every page of ps go (takes a struct io_pins *: also a cancellation cleanup handler). */
+void io_unpin(void *ps);
+
 /* calls.c: resolves glibc's versions of the path, stat and event-wait calls it wraps. */
 void calls_init(void);
 

@@ -32,6 +32,10 @@
  *    nanosleep and clock_nanosleep on cold heap structs; fcntl record locks (F_SETLK,
  *    F_GETLK, F_OFD_SETLK, F_OFD_GETLK) and F_SETOWN_EX/F_GETOWN_EX through cold heap structs;
  *  - one blocking write of 1 MiB of cold heap memory to a pipe a thread drains: all of it;
+ *  - writev, pwritev, preadv and readv of 1 MiB of cold heap memory in uneven vectors to and
+ *    from a file, and writev of it to a pipe a thread drains: all of it each time;
+ *  - DGRAMS datagrams from a thread, received by recv, recvfrom and recvmsg into cold heap
+ *    memory: each whole, in order (a datagram whose copy fails is dropped by the kernel);
  *  - posix_spawn, posix_spawnp and system of cold heap command lines and argv arrays, and at
  *    last execv of this program from a cold heap path and argv ("exec-child MIB"), which
  *    execs it once more with execl ("exec-last"), each printing one line.
@@ -65,6 +69,7 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -998,6 +1003,138 @@ static void pipes(void)
     free(b);
 }
 
+/* writev, pwritev, preadv and readv of 1 MiB of cold heap memory in vectors of uneven
+ * elements (an empty one among them) to and from a file, and writev of it to a pipe a thread
+ * drains: every call must move all of it (under signal delivery the wrapper carries a vector
+ * out piece by piece, as the kernel would on a file or a blocking pipe). */
+static void vectors(const char *dir)
+{
+    size_t len = 1u << 20;
+    unsigned char *b = malloc(len), *c = malloc(len);
+    if (!b || !c)
+        die("malloc of the vector buffers failed", 0);
+    uint64_t want = 0;
+    for (size_t i = 0; i < len; i++) {
+        b[i] = (unsigned char)mix(8000 + i / 8);
+        want = want * 31 + b[i];
+    }
+    memset(c, 0xa5, len);
+    settled(b);
+    settled(c);
+    char *path = heap_path(dir, "vectors", 0);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        die("open of the vector file failed", 0);
+    struct iovec out[4] = {{b, 300000}, {b + 300000, 0}, {b + 300000, 400000},
+                           {b + 700000, len - 700000}};
+    struct iovec in[3] = {{c, 4096 * 3 + 5}, {c + 4096 * 3 + 5, 500000},
+                          {c + 4096 * 3 + 5 + 500000, len - (4096 * 3 + 5 + 500000)}};
+    churn(2000);
+    if (writev(fd, out, 4) != (ssize_t)len)
+        die("a writev of cold heap memory to a file came back short", 0);
+    churn(2001);
+    if (pwritev(fd, out, 4, (off_t)len) != (ssize_t)len)
+        die("a pwritev of cold heap memory to a file came back short", 0);
+    churn(2002);
+    if (preadv(fd, in, 3, (off_t)len) != (ssize_t)len || memcmp(b, c, len) != 0)
+        die("a preadv into cold heap memory came back short or other", 0);
+    memset(c, 0x5a, len);
+    settled(c);
+    churn(2003);
+    if (lseek(fd, 0, SEEK_SET) != 0 || readv(fd, in, 3) != (ssize_t)len || memcmp(b, c, len) != 0)
+        die("a readv into cold heap memory came back short or other", 0);
+    close(fd);
+    unlink(path);
+    free(path);
+
+    int p[2];
+    if (pipe(p) != 0)
+        die("pipe for the vector write failed", 0);
+    struct drain d = {.fd = p[0]};
+    pthread_t t;
+    if (pthread_create(&t, NULL, drain, &d) != 0)
+        die("pthread_create of the pipe reader failed", 1);
+    churn(2004);
+    ssize_t w = writev(p[1], out, 4);
+    if (w != (ssize_t)len)
+        die("a blocking writev of cold heap memory to a pipe came back short", (unsigned)w);
+    close(p[1]);
+    pthread_join(t, NULL);
+    close(p[0]);
+    if (d.total != len || d.sum != want)
+        die("the pipe's reader got other bytes than writev wrote", (unsigned)d.total);
+    free(c);
+    free(b);
+    printf("vectors ok\n");
+}
+
+/* The sender of datagrams(): DGRAMS datagrams of DGRAM bytes from memory outside the heap,
+ * each starting with its sequence number. */
+#define DGRAMS 384
+#define DGRAM  (12 * 1024)
+static unsigned char dgram_out[DGRAM];
+
+static void *send_dgrams(void *arg)
+{
+    int fd = *(int *)arg;
+    for (uint32_t seq = 0; seq < DGRAMS; seq++) {
+        for (size_t i = 0; i < DGRAM; i++)
+            dgram_out[i] = (unsigned char)mix(seq * 131 + i / 8);
+        memcpy(dgram_out, &seq, sizeof(seq));
+        if (send(fd, dgram_out, DGRAM, 0) != DGRAM)
+            die("send of a datagram failed", seq);
+    }
+    return NULL;
+}
+
+/* DGRAMS datagrams received, by recv, recvfrom and recvmsg in turn, into cold heap memory:
+ * each lands in a part of an area twice the cache's size that has not been touched since
+ * the area was filled. A datagram whose copy fails is gone (the kernel drops it), so every
+ * one must arrive whole, in order, and none twice. */
+static void datagrams(void)
+{
+    size_t area_len = 4u << 20;
+    unsigned char *area = malloc(area_len);
+    if (!area)
+        die("malloc of the datagram area failed", 0);
+    memset(area, 0x5a, area_len);
+    settled(area);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) != 0)
+        die("socketpair for the datagrams failed", 0);
+    pthread_t t;
+    if (pthread_create(&t, NULL, send_dgrams, &sv[1]) != 0)
+        die("pthread_create of the datagram sender failed", 0);
+    size_t slots = area_len / DGRAM;
+    for (uint32_t seq = 0; seq < DGRAMS; seq++) {
+        unsigned char *b = area + (size_t)(seq * 7 % slots) * DGRAM;
+        ssize_t n;
+        if (seq % 3 == 0) {
+            n = recv(sv[0], b, DGRAM, 0);
+        } else if (seq % 3 == 1) {
+            n = recvfrom(sv[0], b, DGRAM, 0, NULL, NULL);
+        } else {
+            struct iovec iov[2] = {{b, DGRAM / 2}, {b + DGRAM / 2, DGRAM / 2}};
+            struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+            n = recvmsg(sv[0], &m, 0);
+        }
+        if (n != DGRAM)
+            die("a datagram received into cold heap memory came back short or failed", seq);
+        uint32_t got;
+        memcpy(&got, b, sizeof(got));
+        if (got != seq)
+            die("a datagram received into cold heap memory was lost (the next one came)", seq);
+        for (size_t i = sizeof(got); i < DGRAM; i++)
+            if (b[i] != (unsigned char)mix(seq * 131 + i / 8))
+                die("a datagram received into cold heap memory has other bytes", seq);
+    }
+    pthread_join(t, NULL);
+    close(sv[0]);
+    close(sv[1]);
+    free(area);
+    printf("datagrams ok\n");
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "exec-child") == 0) {
@@ -1025,6 +1162,8 @@ int main(int argc, char **argv)
         sockets();
         structs();
         pipes();
+        vectors(argv[2]);
+        datagrams();
         spawns();
         printf("done\n");
         exec_self("exec-child", false);
