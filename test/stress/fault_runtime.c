@@ -228,6 +228,11 @@ static int run_case(enum lethe_delivery d, unsigned vcpus, unsigned readers, boo
         pthread_create(&t[n++], NULL, sender, &run);
     }
     usleep((useconds_t)(seconds * 1e6));
+    /* Progress is checked below, not speed: on a loaded machine a thread may not have been
+     * scheduled (or finished its first fault) yet, so give it up to 10 s more. */
+    for (unsigned waited = 0;
+         (atomic_load(&run.reads) == 0 || atomic_load(&run.writes) == 0) && waited < 1000; waited++)
+        usleep(10000);
     atomic_store(&run.stop, true);
     for (unsigned i = 0; i < n; i++)
         pthread_join(t[i], NULL);
