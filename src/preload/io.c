@@ -35,9 +35,10 @@
  * call retried after an EFAULT, the same way.
  *
  * Wrapped: read, pread, pread64, readv, preadv, preadv64, write, pwrite, pwrite64, writev,
- * pwritev, pwritev64, recv, recvfrom, recvmsg, send, sendto, sendmsg, open, open64, openat,
- * openat64, and the _FORTIFY_SOURCE forms a fortified program calls instead (__read_chk,
- * __pread_chk, __pread64_chk, __recv_chk, __recvfrom_chk, __open_2, __open64_2, __openat_2,
+ * pwritev, pwritev64, recv, recvfrom, recvmsg, recvmmsg, send, sendto, sendmsg, sendmmsg,
+ * open, open64, openat, openat64, and the _FORTIFY_SOURCE forms a fortified program calls
+ * instead (__read_chk, __pread_chk, __pread64_chk, __recv_chk, __recvfrom_chk, __open_2,
+ * __open64_2, __openat_2,
  * __openat64_2). stdio.c covers the stdio streams and directory listings, printf.c formatted
  * output, calls.c heap paths and structs (stat, access, unlink, rename, mkdir, symlink,
  * chown, xattrs...) and event waits (poll, epoll_wait, select), spawn.c the exec family,
@@ -127,30 +128,36 @@ static unsigned io_pin_limit(void)
     return quarter < LETHE_PIN_SLOTS / 2 ? (unsigned)quarter : LETHE_PIN_SLOTS / 2;
 }
 
-void io_pin(struct io_pins *ps, const void *buf, size_t len)
+bool io_pin(struct io_pins *ps, const void *buf, size_t len)
 {
     if (!buf || len == 0)
-        return;
+        return true;
     unsigned limit = io_pin_limit();
     uintptr_t p = (uintptr_t)buf & ~(uintptr_t)(LETHE_PAGE_SIZE - 1);
     uintptr_t end = (uintptr_t)buf + len;
-    for (; p < end && ps->n < IO_PIN_PAGES; p += LETHE_PAGE_SIZE) {
+    for (; p < end; p += LETHE_PAGE_SIZE) {
         const char *c = (const char *)(p < (uintptr_t)buf ? (uintptr_t)buf : p);
         if (!lethe_in_region(ps->l, c))
             continue;
+        if (ps->n == IO_PIN_PAGES)
+            return false;
         unsigned live = __atomic_load_n(&io_pins_live, __ATOMIC_RELAXED);
         do {
             if (live >= limit)
-                return;
+                return false;
         } while (!__atomic_compare_exchange_n(&io_pins_live, &live, live + 1, true,
                                               __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+        /* a write touch first, as io_prefault's: lethe_pin's own touch is a read, which would
+         * map a fresh page write-protected and leave the kernel's write a second fault */
+        __atomic_fetch_add((char *)c, 0, __ATOMIC_RELAXED);
         int t = lethe_pin(ps->l, c);
         if (t < 0) {
             __atomic_sub_fetch(&io_pins_live, 1, __ATOMIC_RELAXED);
-            return; /* the table is full (futex waits hold the rest) */
+            return false; /* the table is full (futex waits hold the rest) */
         }
         ps->token[ps->n++] = t;
     }
+    return true;
 }
 
 void io_unpin(void *arg)
@@ -170,26 +177,42 @@ static bool iov_touches_region(struct lethe *l, const struct iovec *iov, int n)
     return false;
 }
 
-/* Copies iov from element `first`, byte `skip` of it, into out, cut to the budget, and pins
- * what it can of it; returns the new count. */
-static int cut_iov_from(struct io_pins *ps, const struct iovec *iov, int n, int first,
-                        size_t skip, struct iovec *out)
+/* Copies iov from element `first`, byte `skip` of it, into out (room for `max` elements), cut
+ * to *left bytes (less what it took on return), and pins what it can of it; returns the new
+ * count and whether all of it was pinned (*pinned, when not NULL). Out of line: inlined next
+ * to a pthread_cleanup_push (a setjmp), its locals draw -Wclobbered at -O3. */
+static __attribute__((noinline)) int cut_iov_within(struct io_pins *ps, const struct iovec *iov,
+                                                    int n, int first, size_t skip,
+                                                    struct iovec *out, int max, size_t *left,
+                                                    bool *pinned)
 {
-    size_t left = io_budget();
     int k = 0;
-    for (int i = first; i < n && k < MAX_IOV_COPIED && left > 0; i++) {
+    bool all = true;
+    size_t room = *left;
+    for (int i = first; i < n && k < max && room > 0; i++) {
         out[k] = iov[i];
         if (i == first) {
             out[k].iov_base = (char *)out[k].iov_base + skip;
             out[k].iov_len -= skip;
         }
-        if (out[k].iov_len > left)
-            out[k].iov_len = left;
-        left -= out[k].iov_len;
-        io_pin(ps, out[k].iov_base, out[k].iov_len);
+        if (out[k].iov_len > room)
+            out[k].iov_len = room;
+        room -= out[k].iov_len;
+        all &= io_pin(ps, out[k].iov_base, out[k].iov_len);
         k++;
     }
+    *left = room;
+    if (pinned)
+        *pinned = all;
     return k;
+}
+
+/* The same from a whole budget. */
+static int cut_iov_from(struct io_pins *ps, const struct iovec *iov, int n, int first, size_t skip,
+                        struct iovec *out)
+{
+    size_t left = io_budget();
+    return cut_iov_within(ps, iov, n, first, skip, out, MAX_IOV_COPIED, &left, NULL);
 }
 
 static int cut_iov(struct io_pins *ps, const struct iovec *iov, int n, struct iovec *out)
@@ -224,6 +247,8 @@ typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, sock
 typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 typedef ssize_t (*recvmsg_fn)(int, struct msghdr *, int);
 typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
+typedef int (*recvmmsg_fn)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+typedef int (*sendmmsg_fn)(int, struct mmsghdr *, unsigned int, int);
 
 PRELOAD_REAL(open, open_fn)
 PRELOAD_REAL(open64, open_fn)
@@ -247,6 +272,8 @@ PRELOAD_REAL(recvfrom, recvfrom_fn)
 PRELOAD_REAL(sendto, sendto_fn)
 PRELOAD_REAL(recvmsg, recvmsg_fn)
 PRELOAD_REAL(sendmsg, sendmsg_fn)
+PRELOAD_REAL(recvmmsg, recvmmsg_fn)
+PRELOAD_REAL(sendmmsg, sendmmsg_fn)
 
 /* The _FORTIFY_SOURCE entry points (bits/unistd.h, bits/fcntl2.h, bits/socket2.h). */
 typedef ssize_t (*read_chk_fn)(int, void *, size_t, size_t);
@@ -309,6 +336,8 @@ void io_init(void)
     get_sendto();
     get_recvmsg();
     get_sendmsg();
+    get_recvmmsg();
+    get_sendmmsg();
     get___read_chk();
     get___pread_chk();
     get___pread64_chk();
@@ -465,9 +494,10 @@ static ssize_t vector(enum piece_kind kind, int fd, const struct iovec *v, int k
 }
 
 /* One piece of a vector call: iov from element `first`, byte `skip` of it, cut to the budget,
- * pinned and made present, EFAULT retried. */
-static ssize_t vector_piece(struct lethe *l, enum piece_kind kind, int fd, const struct iovec *iov,
-                            int n, int first, size_t skip, off_t off)
+ * pinned and made present, EFAULT retried (out of line, as recvmsg_pinned). */
+static __attribute__((noinline)) ssize_t vector_piece(struct lethe *l, enum piece_kind kind, int fd,
+                                                      const struct iovec *iov, int n, int first,
+                                                      size_t skip, off_t off)
 {
     struct iovec v[MAX_IOV_COPIED];
     struct io_pins ps = {.l = l};
@@ -749,14 +779,11 @@ static bool msghdr_touches_region(struct lethe *l, const struct msghdr *m, int n
            io_touches_region(l, m->msg_control, m->msg_controllen);
 }
 
-ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+/* The part of recvmsg that pins, out of line (so are the others' below): its buffers stay
+ * off the stack of a call that passes straight through, as in thread delivery. */
+static __attribute__((noinline)) ssize_t recvmsg_pinned(struct lethe *l, int fd, struct msghdr *msg,
+                                                        int flags, int n)
 {
-    struct lethe *l = io_signal_mode();
-    if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
-        return get_recvmsg()(fd, msg, flags);
-    int n = (int)msg->msg_iovlen;
-    if (!msghdr_touches_region(l, msg, n))
-        return get_recvmsg()(fd, msg, flags);
     struct iovec v[MAX_IOV_COPIED];
     struct iovec *orig = msg->msg_iov;
     size_t orig_len = msg->msg_iovlen;
@@ -782,14 +809,20 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     return rc;
 }
 
-ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
     struct lethe *l = io_signal_mode();
     if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
-        return get_sendmsg()(fd, msg, flags);
+        return get_recvmsg()(fd, msg, flags);
     int n = (int)msg->msg_iovlen;
     if (!msghdr_touches_region(l, msg, n))
-        return get_sendmsg()(fd, msg, flags);
+        return get_recvmsg()(fd, msg, flags);
+    return recvmsg_pinned(l, fd, msg, flags, n);
+}
+
+static __attribute__((noinline)) ssize_t sendmsg_pinned(struct lethe *l, int fd,
+                                                        const struct msghdr *msg, int flags, int n)
+{
     struct iovec v[MAX_IOV_COPIED];
     struct io_pins ps = {.l = l};
     pin_msghdr(&ps, msg);
@@ -808,6 +841,157 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
     }
     pthread_cleanup_pop(1);
     return rc;
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    struct lethe *l = io_signal_mode();
+    if (!l || !msg || msg->msg_iovlen == 0 || msg->msg_iovlen > INT_MAX)
+        return get_sendmsg()(fd, msg, flags);
+    int n = (int)msg->msg_iovlen;
+    if (!msghdr_touches_region(l, msg, n))
+        return get_sendmsg()(fd, msg, flags);
+    return sendmsg_pinned(l, fd, msg, flags, n);
+}
+
+/* recvmmsg and sendmmsg: the messages that fit in one budget (the first one always, cut to
+ * it; at most MAX_MMSG), each message's vector copied and cut, its buffers pinned; a message
+ * whose pages could not all be pinned ends the batch, unless it is the first. The kernel gets
+ * copies of the headers, whose results (msg_len, and the lengths and flags recvmsg writes) go
+ * back to the program's. */
+#define MAX_MMSG 64
+
+struct mmsg_batch {
+    struct mmsghdr h[MAX_MMSG];
+    struct iovec v[MAX_IOV_COPIED];
+    struct io_pins ps;
+    unsigned m;
+};
+
+static bool mmsg_touches_region(struct lethe *l, const struct mmsghdr *vec, unsigned vlen)
+{
+    if (io_touches_region(l, vec, (size_t)vlen * sizeof(*vec)))
+        return true;
+    for (unsigned i = 0; i < vlen; i++) {
+        const struct msghdr *m = &vec[i].msg_hdr;
+        if (m->msg_iovlen <= INT_MAX && msghdr_touches_region(l, m, (int)m->msg_iovlen))
+            return true;
+    }
+    return false;
+}
+
+/* Fills b from vec; returns false when a header is one the kernel will refuse (then the call
+ * goes to it as it is). */
+static bool mmsg_prepare(struct mmsg_batch *b, struct mmsghdr *vec, unsigned vlen)
+{
+    size_t left = io_budget();
+    int used = 0;
+    b->m = 0;
+    for (unsigned i = 0; i < vlen && i < MAX_MMSG; i++) {
+        const struct msghdr *m = &vec[i].msg_hdr;
+        if (m->msg_iovlen > MAX_IOV_COPIED)
+            return false;
+        if (i > 0 && (left == 0 || used + (int)m->msg_iovlen > MAX_IOV_COPIED))
+            break;
+        b->h[i] = vec[i];
+        bool all = io_pin(&b->ps, m->msg_name, m->msg_namelen);
+        all &= io_pin(&b->ps, m->msg_control, m->msg_controllen);
+        bool iov_all;
+        int k = cut_iov_within(&b->ps, m->msg_iov, (int)m->msg_iovlen, 0, 0, b->v + used,
+                               MAX_IOV_COPIED - used, &left, &iov_all);
+        if (i > 0 && !(all && iov_all))
+            break;
+        b->h[i].msg_hdr.msg_iov = b->v + used;
+        b->h[i].msg_hdr.msg_iovlen = (size_t)k;
+        used += k;
+        b->m = i + 1;
+    }
+    return true;
+}
+
+static void mmsg_prefault(struct lethe *l, struct mmsg_batch *b)
+{
+    for (unsigned i = 0; i < b->m; i++) {
+        prefault_msghdr(l, &b->h[i].msg_hdr);
+        prefault_iov(l, b->h[i].msg_hdr.msg_iov, (int)b->h[i].msg_hdr.msg_iovlen);
+    }
+}
+
+/* The kernel's results for the first n messages, back into the program's headers: the byte
+ * counts, and for a receive what recvmsg writes into a header. */
+static void mmsg_results(const struct mmsg_batch *b, struct mmsghdr *vec, int n, bool received)
+{
+    for (int i = 0; i < n; i++) {
+        vec[i].msg_len = b->h[i].msg_len;
+        if (!received)
+            continue;
+        vec[i].msg_hdr.msg_namelen = b->h[i].msg_hdr.msg_namelen;
+        vec[i].msg_hdr.msg_controllen = b->h[i].msg_hdr.msg_controllen;
+        vec[i].msg_hdr.msg_flags = b->h[i].msg_hdr.msg_flags;
+    }
+}
+
+static __attribute__((noinline)) int recvmmsg_pinned(struct lethe *l, int fd, struct mmsghdr *vec,
+                                                     unsigned int vlen, int flags,
+                                                     struct timespec *timeout)
+{
+    struct mmsg_batch b = {.ps = {.l = l}};
+    if (!mmsg_prepare(&b, vec, vlen)) {
+        io_unpin(&b.ps);
+        return get_recvmmsg()(fd, vec, vlen, flags, timeout);
+    }
+    io_pin(&b.ps, timeout, sizeof(*timeout));
+    int rc = -1;
+    pthread_cleanup_push(io_unpin, &b.ps);
+    for (int t = 0; t < RETRIES; t++) {
+        mmsg_prefault(l, &b);
+        io_prefault(l, timeout, timeout ? sizeof(*timeout) : 0);
+        rc = get_recvmmsg()(fd, b.h, b.m, flags, timeout);
+        if (!(rc < 0 && errno == EFAULT))
+            break;
+    }
+    if (rc > 0)
+        mmsg_results(&b, vec, rc, true);
+    pthread_cleanup_pop(1);
+    return rc;
+}
+
+int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *timeout)
+{
+    struct lethe *l = io_signal_mode();
+    if (!l || !vec || vlen == 0 || !mmsg_touches_region(l, vec, vlen))
+        return get_recvmmsg()(fd, vec, vlen, flags, timeout);
+    return recvmmsg_pinned(l, fd, vec, vlen, flags, timeout);
+}
+
+static __attribute__((noinline)) int sendmmsg_pinned(struct lethe *l, int fd, struct mmsghdr *vec,
+                                                     unsigned int vlen, int flags)
+{
+    struct mmsg_batch b = {.ps = {.l = l}};
+    if (!mmsg_prepare(&b, vec, vlen)) {
+        io_unpin(&b.ps);
+        return get_sendmmsg()(fd, vec, vlen, flags);
+    }
+    int rc = -1;
+    pthread_cleanup_push(io_unpin, &b.ps);
+    for (int t = 0; t < RETRIES; t++) {
+        mmsg_prefault(l, &b);
+        rc = get_sendmmsg()(fd, b.h, b.m, flags);
+        if (!(rc < 0 && errno == EFAULT))
+            break;
+    }
+    if (rc > 0)
+        mmsg_results(&b, vec, rc, false);
+    pthread_cleanup_pop(1);
+    return rc;
+}
+
+int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+    struct lethe *l = io_signal_mode();
+    if (!l || !vec || vlen == 0 || !mmsg_touches_region(l, vec, vlen))
+        return get_sendmmsg()(fd, vec, vlen, flags);
+    return sendmmsg_pinned(l, fd, vec, vlen, flags);
 }
 
 /* The fortified forms, which programs built with _FORTIFY_SOURCE (as distributions build

@@ -114,8 +114,9 @@ struct io_pins {
     unsigned n;
     int token[IO_PIN_PAGES];
 };
-/* Pins the region pages of [buf, buf+len) while the limits allow; adds to ps. */
-void io_pin(struct io_pins *ps, const void *buf, size_t len);
+/* Pins the region pages of [buf, buf+len) while the limits allow; adds to ps. Returns whether
+ * every region page of it is pinned now. */
+bool io_pin(struct io_pins *ps, const void *buf, size_t len);
 /* Lets every page of ps go (takes a struct io_pins *: also a cancellation cleanup handler). */
 void io_unpin(void *ps);
 

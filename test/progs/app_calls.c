@@ -34,8 +34,9 @@
  *  - one blocking write of 1 MiB of cold heap memory to a pipe a thread drains: all of it;
  *  - writev, pwritev, preadv and readv of 1 MiB of cold heap memory in uneven vectors to and
  *    from a file, and writev of it to a pipe a thread drains: all of it each time;
- *  - DGRAMS datagrams from a thread, received by recv, recvfrom and recvmsg into cold heap
- *    memory: each whole, in order (a datagram whose copy fails is dropped by the kernel);
+ *  - DGRAMS datagrams sent by a thread from cold heap memory (send, sendmmsg), received by
+ *    recv, recvfrom, recvmsg and recvmmsg into cold heap memory: each whole, in order (a
+ *    datagram whose copy fails is dropped by the kernel);
  *  - posix_spawn, posix_spawnp and system of cold heap command lines and argv arrays, and at
  *    last execv of this program from a cold heap path and argv ("exec-child MIB"), which
  *    execs it once more with execl ("exec-last"), each printing one line.
@@ -1068,69 +1069,133 @@ static void vectors(const char *dir)
     printf("vectors ok\n");
 }
 
-/* The sender of datagrams(): DGRAMS datagrams of DGRAM bytes from memory outside the heap,
- * each starting with its sequence number. */
+/* The sender of datagrams(): DGRAMS datagrams of DGRAM bytes from cold heap memory (each
+ * starting with its sequence number), in groups of 4: by send, then by one sendmmsg. */
 #define DGRAMS 384
 #define DGRAM  (12 * 1024)
-static unsigned char dgram_out[DGRAM];
+struct dgrams {
+    int fd;
+    unsigned char *src;
+};
 
 static void *send_dgrams(void *arg)
 {
-    int fd = *(int *)arg;
-    for (uint32_t seq = 0; seq < DGRAMS; seq++) {
-        for (size_t i = 0; i < DGRAM; i++)
-            dgram_out[i] = (unsigned char)mix(seq * 131 + i / 8);
-        memcpy(dgram_out, &seq, sizeof(seq));
-        if (send(fd, dgram_out, DGRAM, 0) != DGRAM)
-            die("send of a datagram failed", seq);
+    struct dgrams *d = arg;
+    for (uint32_t seq = 0; seq < DGRAMS; seq += 4) {
+        if (seq % 8 == 0) {
+            for (uint32_t i = seq; i < seq + 4; i++)
+                if (send(d->fd, d->src + (size_t)i * DGRAM, DGRAM, 0) != DGRAM)
+                    die("send of a datagram from cold heap memory failed", i);
+            continue;
+        }
+        struct iovec iov[4];
+        struct mmsghdr m[4];
+        memset(m, 0, sizeof(m));
+        for (int i = 0; i < 4; i++) {
+            iov[i] = (struct iovec){d->src + (size_t)(seq + i) * DGRAM, DGRAM};
+            m[i].msg_hdr.msg_iov = &iov[i];
+            m[i].msg_hdr.msg_iovlen = 1;
+        }
+        for (int sent = 0; sent < 4;) {
+            int n = sendmmsg(d->fd, m + sent, 4 - sent, 0);
+            if (n <= 0)
+                die("sendmmsg of datagrams from cold heap memory failed", seq);
+            for (int i = sent; i < sent + n; i++)
+                if (m[i].msg_len != DGRAM)
+                    die("sendmmsg sent part of a datagram", seq + i);
+            sent += n;
+        }
     }
     return NULL;
 }
 
-/* DGRAMS datagrams received, by recv, recvfrom and recvmsg in turn, into cold heap memory:
- * each lands in a part of an area twice the cache's size that has not been touched since
- * the area was filled. A datagram whose copy fails is gone (the kernel drops it), so every
- * one must arrive whole, in order, and none twice. */
+static void check_dgram(const unsigned char *b, uint32_t seq)
+{
+    uint32_t got;
+    memcpy(&got, b, sizeof(got));
+    if (got != seq)
+        die("a datagram received into cold heap memory was lost (the next one came)", seq);
+    for (size_t i = sizeof(got); i < DGRAM; i++)
+        if (b[i] != (unsigned char)mix(seq * 131 + i / 8))
+            die("a datagram received into cold heap memory has other bytes", seq);
+}
+
+/* DGRAMS datagrams sent from cold heap memory by a thread and received, by recv, recvfrom,
+ * recvmsg and recvmmsg in turn (groups of 4), into cold heap memory: each lands in a part of
+ * an area twice the cache's size not touched since it was filled. A datagram whose copy fails
+ * is gone (the kernel drops it), so every one must arrive whole, in order, and none twice. */
 static void datagrams(void)
 {
     size_t area_len = 4u << 20;
-    unsigned char *area = malloc(area_len);
-    if (!area)
-        die("malloc of the datagram area failed", 0);
+    unsigned char *area = malloc(area_len), *src = malloc((size_t)DGRAMS * DGRAM);
+    if (!area || !src)
+        die("malloc of the datagram areas failed", 0);
+    for (uint32_t seq = 0; seq < DGRAMS; seq++) {
+        unsigned char *d = src + (size_t)seq * DGRAM;
+        for (size_t i = 0; i < DGRAM; i++)
+            d[i] = (unsigned char)mix(seq * 131 + i / 8);
+        memcpy(d, &seq, sizeof(seq));
+    }
     memset(area, 0x5a, area_len);
     settled(area);
+    settled(src);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) != 0)
         die("socketpair for the datagrams failed", 0);
+    struct dgrams d = {.fd = sv[1], .src = src};
     pthread_t t;
-    if (pthread_create(&t, NULL, send_dgrams, &sv[1]) != 0)
+    if (pthread_create(&t, NULL, send_dgrams, &d) != 0)
         die("pthread_create of the datagram sender failed", 0);
     size_t slots = area_len / DGRAM;
-    for (uint32_t seq = 0; seq < DGRAMS; seq++) {
-        unsigned char *b = area + (size_t)(seq * 7 % slots) * DGRAM;
-        ssize_t n;
-        if (seq % 3 == 0) {
-            n = recv(sv[0], b, DGRAM, 0);
-        } else if (seq % 3 == 1) {
-            n = recvfrom(sv[0], b, DGRAM, 0, NULL, NULL);
-        } else {
-            struct iovec iov[2] = {{b, DGRAM / 2}, {b + DGRAM / 2, DGRAM / 2}};
-            struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-            n = recvmsg(sv[0], &m, 0);
+    for (uint32_t seq = 0; seq < DGRAMS;) {
+        unsigned char *b[4];
+        for (uint32_t i = 0; i < 4; i++)
+            b[i] = area + (size_t)((seq + i) * 7 % slots) * DGRAM;
+        unsigned kind = seq / 4 % 4;
+        if (kind == 3) {
+            struct iovec iov[4][2];
+            struct mmsghdr m[4];
+            memset(m, 0, sizeof(m));
+            for (int i = 0; i < 4; i++) {
+                iov[i][0] = (struct iovec){b[i], DGRAM / 3};
+                iov[i][1] = (struct iovec){b[i] + DGRAM / 3, DGRAM - DGRAM / 3};
+                m[i].msg_hdr.msg_iov = iov[i];
+                m[i].msg_hdr.msg_iovlen = 2;
+            }
+            for (int got = 0; got < 4;) {
+                int n = recvmmsg(sv[0], m + got, 4 - got, MSG_WAITFORONE, NULL);
+                if (n <= 0)
+                    die("recvmmsg into cold heap memory failed", seq + got);
+                for (int i = got; i < got + n; i++) {
+                    if (m[i].msg_len != DGRAM)
+                        die("a datagram received by recvmmsg came back short", seq + i);
+                    check_dgram(b[i], seq + i);
+                }
+                got += n;
+            }
+            seq += 4;
+            continue;
         }
-        if (n != DGRAM)
-            die("a datagram received into cold heap memory came back short or failed", seq);
-        uint32_t got;
-        memcpy(&got, b, sizeof(got));
-        if (got != seq)
-            die("a datagram received into cold heap memory was lost (the next one came)", seq);
-        for (size_t i = sizeof(got); i < DGRAM; i++)
-            if (b[i] != (unsigned char)mix(seq * 131 + i / 8))
-                die("a datagram received into cold heap memory has other bytes", seq);
+        for (uint32_t i = 0; i < 4; i++, seq++) {
+            ssize_t n;
+            if (kind == 0) {
+                n = recv(sv[0], b[i], DGRAM, 0);
+            } else if (kind == 1) {
+                n = recvfrom(sv[0], b[i], DGRAM, 0, NULL, NULL);
+            } else {
+                struct iovec iov[2] = {{b[i], DGRAM / 2}, {b[i] + DGRAM / 2, DGRAM / 2}};
+                struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+                n = recvmsg(sv[0], &m, 0);
+            }
+            if (n != DGRAM)
+                die("a datagram received into cold heap memory came back short or failed", seq);
+            check_dgram(b[i], seq);
+        }
     }
     pthread_join(t, NULL);
     close(sv[0]);
     close(sv[1]);
+    free(src);
     free(area);
     printf("datagrams ok\n");
 }
