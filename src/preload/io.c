@@ -35,21 +35,19 @@
  * call retried after an EFAULT, the same way.
  *
  * Wrapped: read, pread, pread64, readv, preadv, preadv64, write, pwrite, pwrite64, writev,
- * pwritev, pwritev64, recv, recvfrom, recvmsg, recvmmsg, send, sendto, sendmsg, sendmmsg,
- * open, open64, openat, openat64, and the _FORTIFY_SOURCE forms a fortified program calls
- * instead (__read_chk, __pread_chk, __pread64_chk, __recv_chk, __recvfrom_chk, __open_2,
- * __open64_2, __openat_2,
- * __openat64_2). stdio.c covers the stdio streams and directory listings, printf.c formatted
- * output, calls.c heap paths and structs (stat, access, unlink, rename, mkdir, symlink,
- * chown, xattrs...) and event waits (poll, epoll_wait, select), spawn.c the exec family,
- * posix_spawn and system, sockets.c socket addresses and options, structs.c small structs
- * (pipe, waitpid, sigprocmask...) and getrandom. Not covered: calls libc
- * makes internally elsewhere (getaddrinfo, ...), other system calls given heap buffers or
- * heap paths (futex on a heap word, the path calls calls.c leaves out, io_uring, O_DIRECT),
- * and a datagram received into pages the limits left unpinned may fail with EFAULT and be
- * dropped by the kernel. In thread delivery
- * mode none of this is needed (the vCPUs serve kernel accesses too) and the wrappers pass
- * straight through.
+ * pwritev, pwritev64, recv, recvfrom, recvmsg, recvmmsg, send, sendto, sendmsg, sendmmsg, open,
+ * open64, openat, openat64, and the _FORTIFY_SOURCE forms a fortified program calls instead
+ * (__read_chk, __pread_chk, __pread64_chk, __recv_chk, __recvfrom_chk, __open_2, __open64_2,
+ * __openat_2, __openat64_2). stdio.c covers the stdio streams and directory listings, printf.c
+ * formatted output, calls.c heap paths and structs (stat, access, unlink, rename, mkdir,
+ * symlink, chown, xattrs...) and event waits (poll, epoll_wait, select), spawn.c the exec
+ * family, posix_spawn and system, sockets.c socket addresses and options, structs.c small
+ * structs (pipe, waitpid, sigprocmask...) and getrandom. Not covered: calls libc makes
+ * internally elsewhere (getaddrinfo, ...), other system calls given heap buffers or heap paths
+ * (futex on a heap word, the path calls calls.c leaves out, io_uring, O_DIRECT), and a datagram
+ * received into pages the limits left unpinned may fail with EFAULT and be dropped by the
+ * kernel. In thread delivery mode none of this is needed (the vCPUs serve kernel accesses too)
+ * and the wrappers pass straight through.
  */
 #define _GNU_SOURCE
 #include <errno.h>
