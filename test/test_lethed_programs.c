@@ -181,6 +181,15 @@ Test(programs, listings_selects_links_and_spawns_under_signal_delivery)
     same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
 }
 
+Test(programs, calls_with_few_pins_under_signal_delivery)
+{
+    /* the same in a 256 KiB cache, where system calls may pin 16 pages at once and sends 8:
+     * the pages beyond them are only touched (EFAULT retried, one page through the stack),
+     * and datagram receives must still lose nothing (a send and a receive run at once) */
+    char *cmd[] = {TL_PROG("app_calls"), "1", tl_dir, "more", NULL};
+    same_output("256K", "[fault]\nfault_delivery = signal\n", cmd);
+}
+
 Test(programs, listings_selects_links_and_spawns_under_thread_delivery)
 {
     /* the same program with the default delivery, where the kernel's own accesses fault

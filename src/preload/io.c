@@ -130,7 +130,9 @@ bool io_pin(struct io_pins *ps, const void *buf, size_t len)
 {
     if (!buf || len == 0)
         return true;
-    unsigned limit = io_pin_limit();
+    /* Sends get half: a receive needs its pins more (a datagram whose copy fails is lost,
+     * while a send that fails with EFAULT has sent nothing and is retried). */
+    unsigned limit = ps->sending ? io_pin_limit() / 2 : io_pin_limit();
     uintptr_t p = (uintptr_t)buf & ~(uintptr_t)(LETHE_PAGE_SIZE - 1);
     uintptr_t end = (uintptr_t)buf + len;
     for (; p < end; p += LETHE_PAGE_SIZE) {
@@ -442,7 +444,7 @@ static ssize_t prefaulted(struct lethe *l, enum piece_kind kind, int fd, char *b
     do {
         size_t n = len - done < chunk ? len - done : chunk;
         ssize_t rc = -1;
-        struct io_pins ps = {.l = l};
+        struct io_pins ps = {.l = l, .sending = is_write(kind)};
         io_pin(&ps, buf + done, n);
         pthread_cleanup_push(io_unpin, &ps);
         for (int t = 0; t < RETRIES; t++) {
@@ -498,7 +500,7 @@ static __attribute__((noinline)) ssize_t vector_piece(struct lethe *l, enum piec
                                                       size_t skip, off_t off)
 {
     struct iovec v[MAX_IOV_COPIED];
-    struct io_pins ps = {.l = l};
+    struct io_pins ps = {.l = l, .sending = is_write(kind)};
     int k = cut_iov_from(&ps, iov, n, first, skip, v);
     ssize_t rc = -1;
     pthread_cleanup_push(io_unpin, &ps);
@@ -718,7 +720,7 @@ ssize_t send(int fd, const void *buf, size_t len, int flags)
     struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_send()(fd, buf, len, flags);
-    struct io_pins ps = {.l = l};
+    struct io_pins ps = {.l = l, .sending = true};
     const size_t n = cut_len(len);
     WITH_PREFAULT(&ps, buf, n, get_send()(fd, buf, n, flags));
 }
@@ -748,7 +750,7 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
     struct lethe *l = io_signal_mode();
     if (!l || !io_touches_region(l, buf, len))
         return get_sendto()(fd, buf, len, flags, to, tolen);
-    struct io_pins ps = {.l = l};
+    struct io_pins ps = {.l = l, .sending = true};
     io_pin(&ps, to, tolen);
     io_prefault(l, to, tolen);
     const size_t n = cut_len(len);
@@ -822,7 +824,7 @@ static __attribute__((noinline)) ssize_t sendmsg_pinned(struct lethe *l, int fd,
                                                         const struct msghdr *msg, int flags, int n)
 {
     struct iovec v[MAX_IOV_COPIED];
-    struct io_pins ps = {.l = l};
+    struct io_pins ps = {.l = l, .sending = true};
     pin_msghdr(&ps, msg);
     int k = cut_iov(&ps, msg->msg_iov, n, v);
     struct msghdr copy = *msg;
@@ -965,7 +967,7 @@ int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct t
 static __attribute__((noinline)) int sendmmsg_pinned(struct lethe *l, int fd, struct mmsghdr *vec,
                                                      unsigned int vlen, int flags)
 {
-    struct mmsg_batch b = {.ps = {.l = l}};
+    struct mmsg_batch b = {.ps = {.l = l, .sending = true}};
     if (!mmsg_prepare(&b, vec, vlen)) {
         io_unpin(&b.ps);
         return get_sendmmsg()(fd, vec, vlen, flags);

@@ -106,11 +106,13 @@ bool io_touches_region(struct lethe *l, const void *buf, size_t len);
 
 /* Region pages one call holds with lethe_pin while the kernel copies to or from them, so that
  * no demotion can take them between the touch and the copy. At most IO_PIN_PAGES per call,
- * and all threads together at most a quarter of the cache's pages and half the pin table:
- * the pages a call could not pin are only touched, as before (io.c). */
+ * and all threads together at most a quarter of the cache's pages and half the pin table
+ * (sends, which the kernel only reads, stop at half of that): the pages a call could not pin
+ * are only touched, as before (io.c). */
 #define IO_PIN_PAGES 64
 struct io_pins {
     struct lethe *l;
+    bool sending; /* the kernel only reads these buffers (write, send...) */
     unsigned n;
     int token[IO_PIN_PAGES];
 };
