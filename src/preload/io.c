@@ -3,21 +3,21 @@
  * With fault_delivery = signal the region is registered with UFFD_FEATURE_SIGBUS: a user
  * access to a missing page raises SIGBUS and is served, but a kernel access (read() copying
  * into a heap buffer, write() copying out of one) fails with EFAULT instead. These wrappers
- * close that gap for the calls a program makes itself: when the buffer lies in the region,
- * they pin its pages (lethe_pin: never demoted nor evicted until io_unpin, which is also the
+ * close that gap for the calls a program makes itself: when the buffer lies in the region, they
+ * pin its pages (lethe_pin: never demoted nor evicted until io_unpin, which is also the
  * cancellation cleanup), make them present by touching them from user mode (an atomic add of
  * zero to one byte per page: a write access that changes nothing, even with another thread
  * writing the same byte, and lifts write protection), then make the call. Pins are limited (64
- * pages a call; a quarter of the cache and half the pin table for all threads together: a
- * pinned page keeps its frame, also while its thread blocks in the call), so the pages left
- * unpinned keep the older safeguards: such a page demoted or evicted between the touch and the
- * kernel's copy makes the call fail with EFAULT before any data moved, and it is retried (up
- * to 8 times, the piece halved each time down to one page: under pressure the rebalancer
- * demotes pages within milliseconds, about what touching a budget of swapped-out pages
- * takes; a page just read back is the first it demotes), or cuts the copy short: a short
- * count. read, write, pread and pwrite then move one page through a page on the stack,
- * copied to or from the heap in user mode, which cannot fail that way. Where the kernel cannot
- * undo a failed copy (a datagram whose receive fails is dropped) only the pin protects.
+ * pages a call; a quarter of the cache and half the pin table for all threads together, sends
+ * half of that: a pinned page keeps its frame, also while its thread blocks in the call), so
+ * the pages left unpinned keep the older safeguards: such a page demoted or evicted between the
+ * touch and the kernel's copy makes the call fail with EFAULT before any data moved, and it is
+ * retried (up to 8 times, the piece halved each time down to one page: under pressure the
+ * rebalancer demotes pages within milliseconds, about what touching a budget of swapped-out
+ * pages takes; a page just read back is the first it demotes), or cuts the copy short: a short
+ * count. read, write, pread and pwrite then move one page through a page on the stack, copied
+ * to or from the heap in user mode, which cannot fail that way. Where the kernel cannot undo a
+ * failed copy (a datagram whose receive fails is dropped) only the pin protects.
  *
  * At most a budget of bytes (an eighth of the cache, between 64 and 128 KiB) is touched before
  * each system call: the rebalancer may demote a touched page again at any time, so the window
