@@ -970,9 +970,32 @@ static void *drain(void *arg)
     return NULL;
 }
 
-/* One blocking write of 1 MiB of cold heap memory to a pipe that a thread drains: the kernel
- * writes all of it, and so must the wrapper, which cuts it into budget-sized pieces (before,
- * it returned the first piece's count). */
+/* Writes v[0..n) (len bytes in all, whose running sum is want) to a pipe a thread drains, in
+ * one blocking call: write for one element, writev for more. The kernel writes all of it, and
+ * so must the wrapper, which cuts it into budget-sized pieces. */
+static void to_drained_pipe(const struct iovec *v, int n, size_t len, uint64_t want)
+{
+    int p[2];
+    if (pipe(p) != 0)
+        die("pipe for the blocking write failed", (unsigned)n);
+    struct drain d = {.fd = p[0]};
+    pthread_t t;
+    if (pthread_create(&t, NULL, drain, &d) != 0)
+        die("pthread_create of the pipe reader failed", (unsigned)n);
+    ssize_t w = n == 1 ? write(p[1], v[0].iov_base, v[0].iov_len) : writev(p[1], v, n);
+    if (w != (ssize_t)len)
+        die(n == 1 ? "a blocking write of cold heap memory to a pipe came back short"
+                   : "a blocking writev of cold heap memory to a pipe came back short",
+            (unsigned)w);
+    close(p[1]);
+    pthread_join(t, NULL);
+    close(p[0]);
+    if (d.total != len || d.sum != want)
+        die("the pipe's reader got other bytes than were written", (unsigned)d.total);
+}
+
+/* One blocking write of 1 MiB of cold heap memory to a pipe that a thread drains: all of it
+ * (before, the wrapper returned the first piece's count). */
 static void pipes(void)
 {
     size_t len = 1u << 20;
@@ -986,21 +1009,8 @@ static void pipes(void)
     }
     settled(b);
     churn(1900);
-    int p[2];
-    if (pipe(p) != 0)
-        die("pipe for the blocking write failed", 0);
-    struct drain d = {.fd = p[0]};
-    pthread_t t;
-    if (pthread_create(&t, NULL, drain, &d) != 0)
-        die("pthread_create of the pipe reader failed", 0);
-    ssize_t w = write(p[1], b, len);
-    if (w != (ssize_t)len)
-        die("a blocking write of cold heap memory to a pipe came back short", (unsigned)w);
-    close(p[1]);
-    pthread_join(t, NULL);
-    close(p[0]);
-    if (d.total != len || d.sum != want)
-        die("the pipe's reader got other bytes than were written", (unsigned)d.total);
+    struct iovec v = {b, len};
+    to_drained_pipe(&v, 1, len, want);
     free(b);
 }
 
@@ -1048,22 +1058,8 @@ static void vectors(const char *dir)
     unlink(path);
     free(path);
 
-    int p[2];
-    if (pipe(p) != 0)
-        die("pipe for the vector write failed", 0);
-    struct drain d = {.fd = p[0]};
-    pthread_t t;
-    if (pthread_create(&t, NULL, drain, &d) != 0)
-        die("pthread_create of the pipe reader failed", 1);
     churn(2004);
-    ssize_t w = writev(p[1], out, 4);
-    if (w != (ssize_t)len)
-        die("a blocking writev of cold heap memory to a pipe came back short", (unsigned)w);
-    close(p[1]);
-    pthread_join(t, NULL);
-    close(p[0]);
-    if (d.total != len || d.sum != want)
-        die("the pipe's reader got other bytes than writev wrote", (unsigned)d.total);
+    to_drained_pipe(out, 4, len, want);
     free(c);
     free(b);
     printf("vectors ok\n");
