@@ -190,6 +190,52 @@ Test(programs, calls_with_few_pins_under_signal_delivery)
     same_output("256K", "[fault]\nfault_delivery = signal\n", cmd);
 }
 
+/* How often `needle` occurs in the file. */
+static int occurrences(const char *path, const char *needle)
+{
+    char *text = tl_read_file(path);
+    int n = 0;
+    for (const char *p = text; p && (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    free(text);
+    return n;
+}
+
+Test(programs, heap_the_program_protects_itself_under_signal_delivery)
+{
+    /* pages read back into a range the program made read-only (UFFDIO_MOVE refuses such
+     * ranges: they are copied in), resident read-only pages churned past, a write that must
+     * still fault, a guard page; the pages that cannot leave are reported once */
+    char *cmd[] = {TL_PROG("app_protect"), "8", NULL};
+    same_output("2M", "[fault]\nfault_delivery = signal\n", cmd);
+    cr_assert_eq(occurrences(tl_file("lethe.err"), "cannot leave the cache"), 1,
+                 "read-only pages are reported once, not per page");
+}
+
+Test(programs, heap_the_program_protects_and_locks_under_thread_delivery)
+{
+    /* the same, and a locked (mlock) block that must stay resident through the churn */
+    char *cmd[] = {TL_PROG("app_protect"), "8", "lock", NULL};
+    same_output("2M", "", cmd);
+    cr_assert_eq(occurrences(tl_file("lethe.err"), "cannot leave the cache"), 1,
+                 "read-only and locked pages are reported once, not per page");
+}
+
+Test(programs, read_only_heap_larger_than_the_cache_ends_the_program_with_the_reason)
+{
+    /* 1 MiB made read-only in a 512 KiB cache: no page can leave once they fill it; the
+     * program must stop with a message that says so, not hang */
+    const char *conf = tl_config("run.conf", "512K", "");
+    char *argv[] = {TL_LETHED, "-c", (char *)conf, "--", TL_PROG("app_protect"), "4", NULL};
+    int status = tl_run(argv, NULL, tl_file("lethe.out"), tl_file("lethe.err"), 60);
+    char *err = tl_read_file(tl_file("lethe.err"));
+    cr_assert_neq(status, 0, "the program ran to the end:\n%s", err);
+    cr_assert(err && strstr(err, "no page can leave the cache") && strstr(err, "mprotect"),
+              "no message naming the cause:\n%s", err);
+    cr_assert(strstr(err, "could not be served"), "the fault that stopped it is named:\n%s", err);
+    free(err);
+}
+
 Test(programs, listings_selects_links_and_spawns_under_thread_delivery)
 {
     /* the same program with the default delivery, where the kernel's own accesses fault

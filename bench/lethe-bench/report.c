@@ -176,6 +176,7 @@ static void j_lethe(struct json *j, struct lethe *l)
     STAT(prefilled);
     STAT(reserve_target);
     STAT(recycled);
+    STAT(held);
 #undef STAT
     j_num(j, "swap_in_mean_ns", s.swap_ins ? (double)s.swap_in_ns_total / s.swap_ins : 0.0);
     const char *paths = lethe_paths(l);

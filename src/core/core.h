@@ -34,7 +34,7 @@
  * shared block (`misc`) is written by any thread with atomic adds. */
 struct lethe_counters {
     uint64_t faults, demand_zero, swap_ins, soft_hits, fault_waits, fault_retries, prefilled;
-    uint64_t recycled;
+    uint64_t recycled, held;
     uint64_t swap_outs, clean_drops, fresh_discards, late_writes;
     uint64_t reactive_evictions, proactive_evictions, promotions, demotions, released_pages;
     uint64_t swap_in_ns_total;
@@ -135,6 +135,10 @@ struct lethe {
     uint64_t reserve_target; /* free frames the rebalancer aims at now (rebalancer writes) */
     uint64_t rb_taken, rb_when_ns; /* the rebalancer's own: frames taken, and when, last cycle */
     uint64_t pressure_events, relax_events;
+    /* pages refused by demotion (read-only or locked by the application) since the last page
+     * demoted, by any thread (atomic): reclaim gives up once every resident page has been
+     * refused several times over */
+    uint64_t held_streak;
 
     /* pins (pin.c): pins[i] is vpn + 1 of a page held mapped, 0 when free; slots [0, pins_hw)
      * may be in use; pins_live counts the held ones. All atomic. */

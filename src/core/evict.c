@@ -140,6 +140,19 @@ static unsigned isolate_active(struct lethe *l, struct lethe_shard *s, struct le
     return n;
 }
 
+/* Said once per process: which page, and what it means. The count is in the stats (held). */
+static void report_held(struct lethe *l, uint64_t vpn)
+{
+    static bool said;
+    if (__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
+        return;
+    lethe_warn("page 0x%llx (vpn %llu) cannot leave the cache: the program made it read-only or "
+               "locked it (mprotect, mlock); such pages stay resident and count against "
+               "cache_size while so (said once; see the held counter)",
+               (unsigned long long)(uintptr_t)lethe_region_addr(lethe_rgn(l), vpn),
+               (unsigned long long)vpn);
+}
+
 int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned nr, bool trylock)
 {
     struct lethe_shard *s = &l->shards[si];
@@ -182,7 +195,7 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
     for (unsigned k = 0; k < n; k++)
         w->status[k] = lethe_page_soft_unmap(lethe_rgn(l), w->vpns[k], w->frames[k]);
 
-    unsigned demoted = 0, nfree = 0;
+    unsigned demoted = 0, nfree = 0, held = 0;
     lethe_shard_lock(s);
     for (unsigned k = 0; k < n; k++) {
         struct lethe_pte *p = lethe_pte_of(l, w->vpns[k]);
@@ -202,8 +215,12 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
             lethe_frame_free_locked(l, s, f);
             lethe_pte_publish(p, 0);
         } else {
-            /* -EAGAIN (mappings changing), -EBUSY (pinned page): keep it mapped */
-            if (st != -EAGAIN && st != -EBUSY)
+            /* -EAGAIN (mappings changing), -EBUSY (pinned page), -EINVAL (read-only or
+             * locked by the application: UFFDIO_MOVE moves only between writable, unlocked
+             * ranges): keep it mapped, and try again at its next turn */
+            if (st == -EINVAL && held++ == 0)
+                report_held(l, w->vpns[k]);
+            else if (st != -EAGAIN && st != -EBUSY && st != -EINVAL)
                 lethe_warn("page %llu: soft-unmap failed: %s", (unsigned long long)w->vpns[k],
                            strerror(-st));
             lethe_list_push_head(l->frames, &s->active, f, LETHE_FL_ACTIVE);
@@ -214,6 +231,11 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
     if (nfree)
         lethe_slots_free(&l->slots, w->newslots, nfree);
     LETHE_COUNT(&w->cnt, demotions, demoted);
+    LETHE_COUNT(&w->cnt, held, held);
+    if (demoted)
+        __atomic_store_n(&l->held_streak, 0, __ATOMIC_RELAXED);
+    else if (held)
+        __atomic_fetch_add(&l->held_streak, held, __ATOMIC_RELAXED);
     return (int)demoted;
 }
 

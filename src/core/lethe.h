@@ -62,6 +62,9 @@ struct lethe_stats {
     uint64_t reserve_target;
     /* pages installed into the page an eviction left in their frame's slot (no allocation) */
     uint64_t recycled;
+    /* demotions refused because the application made the page read-only or locked it
+     * (mprotect, mlock): such a page stays resident while so */
+    uint64_t held;
 };
 
 /* Per-shard view for /stats. */

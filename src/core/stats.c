@@ -22,6 +22,7 @@ static void add_counters(struct lethe_stats *o, const struct lethe_counters *c, 
     o->late_writes += lethe_load64(&c->late_writes);
     o->prefilled += lethe_load64(&c->prefilled);
     o->recycled += lethe_load64(&c->recycled);
+    o->held += lethe_load64(&c->held);
     o->reactive_evictions += lethe_load64(&c->reactive_evictions);
     o->proactive_evictions += lethe_load64(&c->proactive_evictions);
     o->promotions += lethe_load64(&c->promotions);

@@ -158,7 +158,9 @@ int64_t lethe_page_install_zero_run(struct lethe_region *r, uint64_t vpn, uint64
  * The page's dirty state is lost by the move: scan it first. Errors: -ENOENT the page is not
  * present (given back by the application meanwhile); -EEXIST the slot still holds a page;
  * -EBUSY the page is pinned (RDMA-registered, io_uring buffer; pages merely shared with a
- * forked child are made exclusive and moved). The batch form coalesces runs of consecutive
+ * forked child are made exclusive and moved); -EINVAL the application made the page
+ * read-only or locked it (mprotect, mlock: UFFDIO_MOVE moves only between writable, unlocked
+ * ranges), and it stays where it is. The batch form coalesces runs of consecutive
  * vpns with consecutive frames into one UFFDIO_MOVE (the cheap case: allocate frames in
  * runs); it tries every page and returns the first error (see ..._batch_status below for
  * the outcome of each page). Copy fallback: the page must stay present during the call
@@ -170,7 +172,10 @@ int lethe_page_soft_unmap_batch(struct lethe_region *r, const uint64_t *vpns,
  * -EEXIST: vpn is already present (woken; the slot still holds its page); -ENOENT: the slot
  * is empty; -EAGAIN: nothing done. With UFFDIO_MOVE this is MOVE (no wake), write-protect,
  * wake: a write by a thread that did not fault, landing between the move and the protect,
- * is not seen by the next scan (see docs/RUNTIME.md). */
+ * is not seen by the next scan (see docs/RUNTIME.md). Into a range the application made
+ * read-only or locked (mprotect, mlock), which UFFDIO_MOVE refuses, the slot is copied in
+ * instead (UFFDIO_COPY, write-clean, which wakes) and then emptied; so for the other forms
+ * below. */
 int lethe_page_map_back(struct lethe_region *r, uint64_t vpn, uint64_t frame);
 /* The same without the write-protect (one UFFDIO_MOVE, which wakes): the page arrives writable
  * and unprotected, like a recycled install, and must be judged by content. */

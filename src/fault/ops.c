@@ -345,6 +345,21 @@ int lethe_page_soft_unmap(struct lethe_region *r, uint64_t vpn, uint64_t frame)
     return status;
 }
 
+/* UFFDIO_MOVE moves only between VMAs of the same protection, both writable and both
+ * unlocked: where the application made region pages read-only (mprotect) or locked them
+ * (mlock), the page is copied in from its slot instead (UFFDIO_COPY, which wakes) and the
+ * slot is emptied. */
+static int copy_back(struct lethe_region *r, uint64_t vpn, uint64_t frame)
+{
+    void *slot = (void *)(uintptr_t)fault_slot_addr(r, frame);
+    int rc = copy_in(r, vpn, slot, 1, PG);
+    if (rc == 0) {
+        madvise(slot, PG, MADV_DONTNEED);
+        slot_free(r, frame);
+    }
+    return rc;
+}
+
 static int map_back_move(struct lethe_region *r, uint64_t vpn, uint64_t frame, bool protect)
 {
     uint64_t dst = fault_addr(r, vpn), src = fault_slot_addr(r, frame);
@@ -365,6 +380,8 @@ static int map_back_move(struct lethe_region *r, uint64_t vpn, uint64_t frame, b
         got = PG;
     if (got == -EEXIST)
         fault_wake_range(r, vpn, 1);
+    if (got == -EINVAL)
+        return copy_back(r, vpn, frame);
     if (got < 0)
         return (int)got;
     if (protect) {

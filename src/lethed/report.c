@@ -68,6 +68,7 @@ static const struct stat_field fields[] = {
     C(prefilled, "Pages zero-filled beside a first touch while frames were plentiful."),
     G(reserve_target, "Free frames the rebalancer aims at now (adaptive, at most the reserve)."),
     C(recycled, "Pages installed into the page an eviction left in their frame (no allocation)."),
+    C(held, "Demotions refused: the page is read-only or locked by the program (mprotect, mlock)."),
 };
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))

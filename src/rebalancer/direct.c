@@ -71,6 +71,16 @@ int lethe_reclaim(struct lethe *l, struct lethe_worker *w, unsigned si, uint32_t
             *out = f;
             return 0;
         }
+        /* Every resident page refused, several times over, since anything was demoted: the
+         * program holds the whole cache read-only or locked. Waiting would never end. */
+        uint64_t frames = lethe_load64(&l->frames_target);
+        if (__atomic_load_n(&l->held_streak, __ATOMIC_RELAXED) > 4 * frames) {
+            lethe_error("vCPU %u: no page can leave the cache: the program made all %llu "
+                        "resident pages read-only or locked them (mprotect, mlock); cache_size "
+                        "is too small for what it holds so",
+                        w->id, (unsigned long long)frames);
+            return -ENOMEM;
+        }
         if (err) {
             if (++full > full_rounds) {
                 lethe_error("vCPU %u: no frame to evict into: remote memory (%s) is full and "
