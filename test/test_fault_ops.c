@@ -346,6 +346,46 @@ Test(fault_ops, map_back_of_a_page_shared_with_a_forked_child_works)
     stub_stop(c);
 }
 
+static bool resident(const void *page)
+{
+    unsigned char v = 0;
+    return mincore((void *)page, LETHE_PAGE_SIZE, &v) == 0 && (v & 1);
+}
+
+Test(fault_ops, read_only_and_locked_pages_stay_and_come_back_by_copy)
+{
+    struct stub_core *c = start_thread_core(false, false);
+    if (!lethe_region_has_move(c->r)) {
+        stub_stop(c);
+        cr_skip_test("no UFFDIO_MOVE: the copy fallback never moves pages");
+    }
+    for (uint64_t vpn = 0; vpn < 4; vpn++)
+        cr_assert(stub_check(vpn, stub_page(c, vpn)));
+    cr_assert_eq(stub_park(c, 1, 11), 0);
+    char *base = stub_page(c, 0);
+    cr_assert_eq(mprotect(base, 4 * LETHE_PAGE_SIZE, PROT_READ), 0);
+    /* UFFDIO_MOVE refuses a read-only range both ways: the parked page is copied back in and
+     * its slot emptied; a present page cannot be parked and stays */
+    cr_assert(stub_check(1, stub_page(c, 1)), "the parked page reads back, read-only");
+    cr_assert_eq(atomic_load(&c->map_backs), 1);
+    cr_assert_not(resident(lethe_region_slot(c->r, 11)), "its slot was emptied");
+    uint64_t faults = atomic_load(&c->faults);
+    cr_assert_eq(stub_park(c, 0, 10), -EINVAL);
+    cr_assert(stub_check(0, stub_page(c, 0)));
+    cr_assert_eq(atomic_load(&c->faults), faults, "the page never left");
+    cr_assert_eq(mprotect(base, 4 * LETHE_PAGE_SIZE, PROT_READ | PROT_WRITE), 0);
+    cr_assert_eq(stub_park(c, 0, 10), 0, "writable again, it moves");
+    cr_assert(stub_check(0, stub_page(c, 0)));
+    /* locked: the same */
+    cr_assert_eq(mlock(stub_page(c, 3), LETHE_PAGE_SIZE), 0);
+    cr_assert_eq(stub_park(c, 3, 13), -EINVAL);
+    cr_assert(stub_check(3, stub_page(c, 3)));
+    cr_assert_eq(munlock(stub_page(c, 3), LETHE_PAGE_SIZE), 0);
+    cr_assert_eq(stub_park(c, 3, 13), 0);
+    cr_assert(stub_check(3, stub_page(c, 3)));
+    stub_stop(c);
+}
+
 static void check_dirty_scan(bool fb_move, bool fb_dirty)
 {
     struct stub_core *c = start_thread_core(fb_move, fb_dirty);

@@ -17,8 +17,18 @@ static __thread char log_role[32];
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
+/* glibc sets its time-zone state up at the first gmtime_r (a lock, malloc, fopen): done here,
+ * at start-up, so that the first line logged from a signal handler does none of it. */
+static void prepare_time(void)
+{
+    struct tm tm;
+    time_t now = time(NULL);
+    gmtime_r(&now, &tm);
+}
+
 void lethe_log_init(const char *program)
 {
+    prepare_time();
     if (program)
         snprintf(log_program, sizeof(log_program), "%s", program);
     const char *env = getenv("LETHE_LOG");
@@ -37,6 +47,7 @@ void lethe_log_init(const char *program)
 
 void lethe_log_set_level(enum lethe_log_level level)
 {
+    prepare_time();
     if (!log_level_pinned)
         log_level = level;
 }

@@ -1,0 +1,174 @@
+/* core_protect.c — pages the program protects and locks while the swapper moves them: threads
+ * make one of their pages read-only (or lock it), read it, make it writable again and write
+ * it, again and again, while others churn the region through a small cache, in both
+ * deliveries and both reclaim modes (locks under thread delivery only: under signal delivery
+ * mlock cannot bring a page in).
+ *
+ * A page at rest is writable and goes out like any other; protected or locked, a parked one
+ * comes back by copy (UFFDIO_MOVE refuses such ranges: -EINVAL), an evicted one by its usual
+ * copy, and demotion has to keep it while it is so (`held`); mprotect and mlock race with the
+ * moves. Every page holds (page, version) as in the core stress tests and is checked at every
+ * read. Exit status 0 when every check held, 1 otherwise, 77 when the kernel has no
+ * UFFDIO_MOVE. A plain program, so that it runs under ThreadSanitizer too;
+ * LETHE_STRESS_SECONDS sets the time per case. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../core_test.h"
+
+#ifdef LETHE_TSAN
+#define DEFAULT_SECONDS 1.0
+#else
+#define DEFAULT_SECONDS 0.3
+#endif
+
+#define PROTECTED_PAGES 32
+#define CHURN_PAGES     512
+#define PROTECTORS      2
+#define CHURNERS        2
+
+struct run {
+    struct lethe *l;
+    char *base; /* PROTECTED_PAGES toggled pages, then CHURN_PAGES churned ones */
+    bool may_lock; /* thread delivery: under signal delivery mlock cannot bring pages in */
+    int stop;      /* atomic */
+    unsigned long rounds, mismatches, syscall_errors; /* atomic adds */
+};
+
+struct thread {
+    struct run *r;
+    unsigned id;
+    uint64_t seed;
+};
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void *protector(void *arg)
+{
+    struct thread *t = arg;
+    struct run *r = t->r;
+    /* protector k owns the protected pages p with p % PROTECTORS == k */
+    uint64_t version[PROTECTED_PAGES] = {0};
+    while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
+        unsigned pg = (unsigned)(rnd(&t->seed) % (PROTECTED_PAGES / PROTECTORS)) * PROTECTORS +
+                      t->id;
+        char *page = r->base + pg * PG;
+        bool lock = r->may_lock && rnd(&t->seed) % 4 == 0;
+        /* At rest the page is writable, and goes out like any other. Protected (or locked)
+         * first and read then, it comes back into a range UFFDIO_MOVE refuses, and stays
+         * while it is read. */
+        if (lock ? mlock(page, PG) != 0 : mprotect(page, PG, PROT_READ) != 0)
+            __atomic_add_fetch(&r->syscall_errors, 1, __ATOMIC_RELAXED);
+        for (unsigned k = 0; k < 4 && version[pg]; k++) {
+            if (core_test_check(page, pg, version[pg]) != 0)
+                __atomic_add_fetch(&r->mismatches, 1, __ATOMIC_RELAXED);
+            usleep(20);
+        }
+        if (lock ? munlock(page, PG) != 0 : mprotect(page, PG, PROT_READ | PROT_WRITE) != 0)
+            __atomic_add_fetch(&r->syscall_errors, 1, __ATOMIC_RELAXED);
+        core_test_fill(page, pg, ++version[pg]);
+        __atomic_add_fetch(&r->rounds, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void *churner(void *arg)
+{
+    struct thread *t = arg;
+    struct run *r = t->r;
+    /* churner k owns the churned pages p with p % CHURNERS == k */
+    static __thread uint64_t version[CHURN_PAGES];
+    while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
+        unsigned pg = (unsigned)(rnd(&t->seed) % (CHURN_PAGES / CHURNERS)) * CHURNERS + t->id;
+        char *page = r->base + (PROTECTED_PAGES + pg) * PG;
+        if (version[pg] && core_test_check(page, pg, version[pg]) != 0)
+            __atomic_add_fetch(&r->mismatches, 1, __ATOMIC_RELAXED);
+        core_test_fill(page, pg, ++version[pg]);
+    }
+    return NULL;
+}
+
+static int run_case(enum lethe_delivery d, enum lethe_reclaim rc, double seconds)
+{
+    struct lethe_config c = core_test_config(d, rc, 64 * PG, 8 * 1024 * 1024);
+    struct run r = {0};
+    int err = lethe_start(&c, &r.l);
+    if (err != 0) {
+        printf("FAIL: lethe_start: %s\n", strerror(-err));
+        return 1;
+    }
+    if (!strstr(lethe_paths(r.l), "UFFDIO_MOVE")) {
+        lethe_stop(r.l);
+        printf("SKIP: no UFFDIO_MOVE in this kernel: the copy fallback never moves pages\n");
+        return 77;
+    }
+    r.may_lock = d == LETHE_DELIVERY_THREAD;
+    r.base = lethe_extent_alloc(r.l, (PROTECTED_PAGES + CHURN_PAGES) * PG, 0);
+    pthread_t tids[PROTECTORS + CHURNERS];
+    struct thread th[PROTECTORS + CHURNERS];
+    for (unsigned i = 0; i < PROTECTORS + CHURNERS; i++) {
+        th[i] = (struct thread){.r = &r,
+                                .id = i < PROTECTORS ? i : i - PROTECTORS,
+                                .seed = 0x9e3779b97f4a7c15ULL * (i + 1)};
+        pthread_create(&tids[i], NULL, i < PROTECTORS ? protector : churner, &th[i]);
+    }
+    usleep((useconds_t)(seconds * 1e6));
+    __atomic_store_n(&r.stop, 1, __ATOMIC_RELAXED);
+    for (unsigned i = 0; i < PROTECTORS + CHURNERS; i++)
+        pthread_join(tids[i], NULL);
+    mprotect(r.base, PROTECTED_PAGES * PG, PROT_READ | PROT_WRITE);
+    struct lethe_stats s;
+    lethe_get_stats(r.l, &s);
+    lethe_stop(r.l);
+    int ok = r.rounds > 0 && r.mismatches == 0 && r.syscall_errors == 0 && s.held > 0 &&
+             s.swap_ins > 0 && s.demotions > 0;
+    printf("%s: %s, %s: %lu rounds, %lu mismatches, %lu failed mprotect/mlock, %lu held, "
+           "%lu swap-ins, %lu demotions\n",
+           ok ? "ok" : "FAIL", lethe_delivery_name(d), lethe_reclaim_name(rc), r.rounds,
+           r.mismatches, r.syscall_errors, (unsigned long)s.held, (unsigned long)s.swap_ins,
+           (unsigned long)s.demotions);
+    fflush(stdout);
+    return ok ? 0 : 1;
+}
+
+static void watchdog(int sig)
+{
+    (void)sig;
+    static const char msg[] = "core_protect: hung (watchdog)\n";
+    if (write(2, msg, sizeof(msg) - 1) < 0) {
+    }
+    _exit(2);
+}
+
+int main(void)
+{
+    lethe_log_init("core_protect");
+    signal(SIGALRM, watchdog);
+    const char *env = getenv("LETHE_STRESS_SECONDS");
+    double seconds = env ? atof(env) : DEFAULT_SECONDS;
+    static const enum lethe_delivery deliveries[] = {LETHE_DELIVERY_SIGNAL, LETHE_DELIVERY_THREAD};
+    static const enum lethe_reclaim reclaims[] = {LETHE_RECLAIM_REBALANCER, LETHE_RECLAIM_DIRECT};
+    int failed = 0;
+    for (unsigned d = 0; d < 2; d++)
+        for (unsigned rc = 0; rc < 2; rc++) {
+            alarm((unsigned)(seconds * 20) + 60);
+            int res = run_case(deliveries[d], reclaims[rc], seconds);
+            alarm(0);
+            if (res == 77)
+                return 77;
+            failed |= res;
+        }
+    return failed;
+}
