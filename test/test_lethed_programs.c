@@ -221,6 +221,23 @@ Test(programs, heap_the_program_protects_and_locks_under_thread_delivery)
                  "read-only and locked pages are reported once, not per page");
 }
 
+Test(programs, mlockall_is_refused_and_the_program_goes_on)
+{
+    /* mlockall(MCL_CURRENT) would bring in and lock the whole region and the parking area,
+     * whose missing pages nobody serves: under thread delivery the call hung for good */
+    const char *conf = tl_config("run.conf", "2M", "");
+    char *argv[] = {TL_LETHED, "-c", (char *)conf, "--", TL_PROG("app_protect"), "8", "lockall",
+                    NULL};
+    int status = tl_run(argv, NULL, tl_file("lethe.out"), tl_file("lethe.err"), 60);
+    char *out = tl_read_file(tl_file("lethe.out")), *err = tl_read_file(tl_file("lethe.err"));
+    cr_assert_eq(status, 0, "exit %d:\n%s\n%s", status, out, err);
+    cr_assert(out && strstr(out, "mlockall: Cannot allocate memory") && strstr(out, ", ok\n"),
+              "mlockall is refused with ENOMEM and the checks pass:\n%s", out);
+    cr_assert(err && strstr(err, "mlockall(MCL_CURRENT) refused"), "and it is said:\n%s", err);
+    free(out);
+    free(err);
+}
+
 Test(programs, read_only_heap_larger_than_the_cache_ends_the_program_with_the_reason)
 {
     /* 1 MiB made read-only in a 512 KiB cache: no page can leave once they fill it; the

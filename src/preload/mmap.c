@@ -1,4 +1,4 @@
-/* mmap.c — large anonymous mappings in the region: mmap, munmap, mremap, madvise.
+/* mmap.c — large anonymous mappings in the region: mmap, munmap, mremap, madvise; mlockall.
  *
  * Once the runtime is up, an mmap the program makes of at least fault.mmap_threshold bytes
  * that is private, anonymous, readable and writable, with no address hint and no flag
@@ -206,6 +206,24 @@ void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
     if (!l || !lethe_in_region(l, old))
         return sys_mremap(old, old_size, new_size, flags, new_addr);
     return mremap_region(l, old, old_size, new_size, flags, new_addr);
+}
+
+/* mlockall(MCL_CURRENT) would lock, and so bring in, every page of the region (far larger
+ * than the cache, by design) and of the parking area, whose missing pages nobody serves: the
+ * program would hang in the call. It is refused with ENOMEM, as when the locked total would
+ * exceed RLIMIT_MEMLOCK, and said once; MCL_FUTURE alone goes to the kernel (the region is
+ * mapped already). */
+int mlockall(int flags)
+{
+    struct lethe *l = managing(__builtin_return_address(0));
+    if (!l || !(flags & MCL_CURRENT))
+        return (int)syscall(SYS_mlockall, flags);
+    static int warned;
+    if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+        lethe_warn("mlockall(MCL_CURRENT) refused (ENOMEM): the managed heap is larger than the "
+                   "cache and cannot all be locked; mlock of smaller ranges works");
+    errno = ENOMEM;
+    return -1;
 }
 
 int madvise(void *addr, size_t len, int advice)

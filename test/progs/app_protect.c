@@ -6,11 +6,13 @@
  *     read back after more churn;
  *   - a PROT_NONE guard page at the end of a heap block: the data before it survives the
  *     churn, and touching the guard page faults;
- *   - with "lock": a 64 KiB locked block (mlock) stays resident through the churn.
- * usage: app_protect CHURN_MIB [lock]. Prints one line per step (checksums, which must match a
+ *   - with "lock": a 64 KiB locked block (mlock) stays resident through the churn;
+ *   - with "lockall": mlockall(MCL_CURRENT | MCL_FUTURE), whose result is printed.
+ * usage: app_protect CHURN_MIB [lock|lockall]. Prints one line per step (checksums, which must match a
  * run without Lethe) and exits 0 when every check passed.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -83,11 +85,12 @@ static void churn(unsigned char *c, size_t n, unsigned round)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s CHURN_MIB [lock]\n", argv[0]);
+        fprintf(stderr, "usage: %s CHURN_MIB [lock|lockall]\n", argv[0]);
         return 2;
     }
     size_t churn_bytes = (size_t)atoi(argv[1]) << 20;
     int lock = argc > 2 && strcmp(argv[2], "lock") == 0;
+    int lockall = argc > 2 && strcmp(argv[2], "lockall") == 0;
     unsigned char *c = malloc(churn_bytes);
     size_t ro_bytes = 1UL << 20, g_bytes = 64 * 1024, lk_bytes = 64 * 1024;
     unsigned char *ro = aligned_alloc(PAGE, ro_bytes);
@@ -145,6 +148,14 @@ int main(int argc, char **argv)
     bad += gbad + !gf;
     printf("guard page: %zu bad before it, a read of it faults: %s\n", gbad, gf ? "yes" : "NO");
     mprotect(guard, PAGE, PROT_READ | PROT_WRITE);
+
+    if (lockall) {
+        /* under Lethe refused (the managed heap cannot all be locked), never hung */
+        int rc = mlockall(MCL_CURRENT | MCL_FUTURE);
+        printf("mlockall: %s\n", rc == 0 ? "ok" : strerror(errno));
+        if (rc == 0)
+            munlockall();
+    }
 
     if (lock) {
         fill(lk, lk_bytes, 3);
