@@ -226,8 +226,8 @@ Test(programs, mlockall_is_refused_and_the_program_goes_on)
     /* mlockall(MCL_CURRENT) would bring in and lock the whole region and the parking area,
      * whose missing pages nobody serves: under thread delivery the call hung for good */
     const char *conf = tl_config("run.conf", "2M", "");
-    char *argv[] = {TL_LETHED, "-c", (char *)conf, "--", TL_PROG("app_protect"), "8", "lockall",
-                    NULL};
+    char *prog = TL_PROG("app_protect");
+    char *argv[] = {TL_LETHED, "-c", (char *)conf, "--", prog, "8", "lockall", NULL};
     int status = tl_run(argv, NULL, tl_file("lethe.out"), tl_file("lethe.err"), 60);
     char *out = tl_read_file(tl_file("lethe.out")), *err = tl_read_file(tl_file("lethe.err"));
     cr_assert_eq(status, 0, "exit %d:\n%s\n%s", status, out, err);

@@ -8,8 +8,8 @@
  *     churn, and touching the guard page faults;
  *   - with "lock": a 64 KiB locked block (mlock) stays resident through the churn;
  *   - with "lockall": mlockall(MCL_CURRENT | MCL_FUTURE), whose result is printed.
- * usage: app_protect CHURN_MIB [lock|lockall]. Prints one line per step (checksums, which must match a
- * run without Lethe) and exits 0 when every check passed.
+ * usage: app_protect CHURN_MIB [lock|lockall]. Prints one line per step (checksums, which must
+ * match a run without Lethe) and exits 0 when every check passed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
