@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../core_test.h"
@@ -69,14 +70,16 @@ static void *protector(void *arg)
         /* At rest the page is writable, and goes out like any other. Protected (or locked)
          * first and read then, it comes back into a range UFFDIO_MOVE refuses, and stays
          * while it is read. */
-        if (lock ? mlock(page, PG) != 0 : mprotect(page, PG, PROT_READ) != 0)
+        /* the system calls themselves: the sanitizers' mlock and munlock do nothing */
+        if (lock ? syscall(SYS_mlock, page, PG) != 0 : mprotect(page, PG, PROT_READ) != 0)
             __atomic_add_fetch(&r->syscall_errors, 1, __ATOMIC_RELAXED);
         for (unsigned k = 0; k < 4 && version[pg]; k++) {
             if (core_test_check(page, pg, version[pg]) != 0)
                 __atomic_add_fetch(&r->mismatches, 1, __ATOMIC_RELAXED);
             usleep(20);
         }
-        if (lock ? munlock(page, PG) != 0 : mprotect(page, PG, PROT_READ | PROT_WRITE) != 0)
+        if (lock ? syscall(SYS_munlock, page, PG) != 0
+                 : mprotect(page, PG, PROT_READ | PROT_WRITE) != 0)
             __atomic_add_fetch(&r->syscall_errors, 1, __ATOMIC_RELAXED);
         core_test_fill(page, pg, ++version[pg]);
         __atomic_add_fetch(&r->rounds, 1, __ATOMIC_RELAXED);
