@@ -65,6 +65,29 @@ static inline unsigned core_test_check(const void *p, uint64_t page, uint64_t ve
     return 0;
 }
 
+/* xorshift64: the stress programs' random numbers (the seed must not be 0). */
+static inline uint64_t core_test_rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* One step of churner `id` of `ways`, which owns the pages p of the n at base with
+ * p % ways == id: a random page of its own is checked against its last version (version[p],
+ * the churner's own array; 0: never written) and written with the next. Returns whether the
+ * check held. */
+static inline bool core_test_churn(char *base, unsigned n, unsigned ways, unsigned id,
+                                   uint64_t *seed, uint64_t *version)
+{
+    unsigned pg = (unsigned)(core_test_rnd(seed) % (n / ways)) * ways + id;
+    char *page = base + (uint64_t)pg * PG;
+    bool ok = version[pg] == 0 || core_test_check(page, pg, version[pg]) == 0;
+    core_test_fill(page, pg, ++version[pg]);
+    return ok;
+}
+
 static inline int core_test_is_zero(const void *p)
 {
     const volatile uint64_t *w = p;

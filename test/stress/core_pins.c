@@ -45,21 +45,13 @@ struct thread {
     uint64_t seed;
 };
 
-static uint64_t rnd(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static void *pinner(void *arg)
 {
     struct thread *t = arg;
     struct run *r = t->r;
     uint64_t count = 0;
     while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
-        unsigned pg = (unsigned)(rnd(&t->seed) % PINNED_PAGES);
+        unsigned pg = (unsigned)(core_test_rnd(&t->seed) % PINNED_PAGES);
         /* each pinner has its own word in every pinned page */
         uint32_t *word = (uint32_t *)(r->base + pg * PG) + t->id * 16;
         int tok = lethe_pin(r->l, word);
@@ -92,15 +84,11 @@ static void *churner(void *arg)
 {
     struct thread *t = arg;
     struct run *r = t->r;
-    /* churner k owns the churned pages p with p % CHURNERS == k */
     static __thread uint64_t version[CHURN_PAGES];
-    while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
-        unsigned pg = (unsigned)(rnd(&t->seed) % (CHURN_PAGES / CHURNERS)) * CHURNERS + t->id;
-        char *page = r->base + (PINNED_PAGES + pg) * PG;
-        if (version[pg] && core_test_check(page, pg, version[pg]) != 0)
+    while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+        if (!core_test_churn(r->base + PINNED_PAGES * PG, CHURN_PAGES, CHURNERS, t->id, &t->seed,
+                             version))
             __atomic_add_fetch(&r->mismatches, 1, __ATOMIC_RELAXED);
-        core_test_fill(page, pg, ++version[pg]);
-    }
     return NULL;
 }
 

@@ -48,14 +48,6 @@ struct thread {
     uint64_t seed;
 };
 
-static uint64_t rnd(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static void *protector(void *arg)
 {
     struct thread *t = arg;
@@ -63,10 +55,11 @@ static void *protector(void *arg)
     /* protector k owns the protected pages p with p % PROTECTORS == k */
     uint64_t version[PROTECTED_PAGES] = {0};
     while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
-        unsigned pg = (unsigned)(rnd(&t->seed) % (PROTECTED_PAGES / PROTECTORS)) * PROTECTORS +
-                      t->id;
+        unsigned pg =
+            (unsigned)(core_test_rnd(&t->seed) % (PROTECTED_PAGES / PROTECTORS)) * PROTECTORS +
+            t->id;
         char *page = r->base + pg * PG;
-        bool lock = r->may_lock && rnd(&t->seed) % 4 == 0;
+        bool lock = r->may_lock && core_test_rnd(&t->seed) % 4 == 0;
         /* At rest the page is writable, and goes out like any other. Protected (or locked)
          * first and read then, it comes back into a range UFFDIO_MOVE refuses, and stays
          * while it is read. */
@@ -91,15 +84,11 @@ static void *churner(void *arg)
 {
     struct thread *t = arg;
     struct run *r = t->r;
-    /* churner k owns the churned pages p with p % CHURNERS == k */
     static __thread uint64_t version[CHURN_PAGES];
-    while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
-        unsigned pg = (unsigned)(rnd(&t->seed) % (CHURN_PAGES / CHURNERS)) * CHURNERS + t->id;
-        char *page = r->base + (PROTECTED_PAGES + pg) * PG;
-        if (version[pg] && core_test_check(page, pg, version[pg]) != 0)
+    while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+        if (!core_test_churn(r->base + PROTECTED_PAGES * PG, CHURN_PAGES, CHURNERS, t->id, &t->seed,
+                             version))
             __atomic_add_fetch(&r->mismatches, 1, __ATOMIC_RELAXED);
-        core_test_fill(page, pg, ++version[pg]);
-    }
     return NULL;
 }
 
