@@ -4,8 +4,11 @@
 #ifndef LETHE_CORE_TEST_H
 #define LETHE_CORE_TEST_H
 
+#include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/lethe.h"
@@ -86,6 +89,45 @@ static inline bool core_test_churn(char *base, unsigned n, unsigned ways, unsign
     bool ok = version[pg] == 0 || core_test_check(page, pg, version[pg]) == 0;
     core_test_fill(page, pg, ++version[pg]);
     return ok;
+}
+
+static const char *core_test_program = "stress";
+
+static inline void core_test_watchdog(int sig)
+{
+    (void)sig;
+    static const char msg[] = ": hung (watchdog)\n";
+    if (write(2, core_test_program, strlen(core_test_program)) < 0 ||
+        write(2, msg, sizeof(msg) - 1) < 0) {
+    }
+    _exit(2);
+}
+
+/* A stress program's main: one case per fault delivery × reclaim mode, each under a watchdog,
+ * LETHE_STRESS_SECONDS (else `seconds`) long. A case answers 0 (passed), 1 (failed) or 77
+ * (skipped, with its reason printed: the program stops there and answers 77). */
+static inline int core_test_cases(const char *program, double seconds,
+                                  int (*run_case)(enum lethe_delivery, enum lethe_reclaim, double))
+{
+    core_test_program = program;
+    lethe_log_init(program);
+    signal(SIGALRM, core_test_watchdog);
+    const char *env = getenv("LETHE_STRESS_SECONDS");
+    if (env)
+        seconds = atof(env);
+    static const enum lethe_delivery deliveries[] = {LETHE_DELIVERY_SIGNAL, LETHE_DELIVERY_THREAD};
+    static const enum lethe_reclaim reclaims[] = {LETHE_RECLAIM_REBALANCER, LETHE_RECLAIM_DIRECT};
+    int failed = 0;
+    for (unsigned d = 0; d < 2; d++)
+        for (unsigned rc = 0; rc < 2; rc++) {
+            alarm((unsigned)(seconds * 20) + 60);
+            int res = run_case(deliveries[d], reclaims[rc], seconds);
+            alarm(0);
+            if (res == 77)
+                return 77;
+            failed |= res;
+        }
+    return failed;
 }
 
 static inline int core_test_is_zero(const void *p)

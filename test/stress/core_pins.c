@@ -127,29 +127,7 @@ static int run_case(enum lethe_delivery d, enum lethe_reclaim rc, double seconds
     return ok ? 0 : 1;
 }
 
-static void watchdog(int sig)
-{
-    (void)sig;
-    static const char msg[] = "core_pins: hung (watchdog)\n";
-    if (write(2, msg, sizeof(msg) - 1) < 0) {
-    }
-    _exit(2);
-}
-
 int main(void)
 {
-    lethe_log_init("core_pins");
-    signal(SIGALRM, watchdog);
-    const char *env = getenv("LETHE_STRESS_SECONDS");
-    double seconds = env ? atof(env) : DEFAULT_SECONDS;
-    static const enum lethe_delivery deliveries[] = {LETHE_DELIVERY_SIGNAL, LETHE_DELIVERY_THREAD};
-    static const enum lethe_reclaim reclaims[] = {LETHE_RECLAIM_REBALANCER, LETHE_RECLAIM_DIRECT};
-    int failed = 0;
-    for (unsigned d = 0; d < 2; d++)
-        for (unsigned rc = 0; rc < 2; rc++) {
-            alarm((unsigned)(seconds * 20) + 60);
-            failed |= run_case(deliveries[d], reclaims[rc], seconds);
-            alarm(0);
-        }
-    return failed;
+    return core_test_cases("core_pins", DEFAULT_SECONDS, run_case);
 }
