@@ -87,6 +87,7 @@ struct lethe {
     unsigned vcpus;
     unsigned batch; /* reclaim_batch, clamped to [1, LETHE_MAX_BATCH] */
     bool child;     /* set in a forked child by forked_child */
+    bool protection_changed; /* lethe_note_protection (atomic) */
     bool thread_delivery;
 
     /* page table: region_pages entries, MAP_NORESERVE */

@@ -218,9 +218,10 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
             /* -EAGAIN (mappings changing), -EBUSY (pinned page), -EINVAL (read-only or
              * locked by the application: UFFDIO_MOVE moves only between writable, unlocked
              * ranges): keep it mapped, and try again at its next turn */
-            if (st == -EINVAL && held++ == 0)
+            if (st == -EINVAL && held++ == 0) {
                 report_held(l, w->vpns[k]);
-            else if (st != -EAGAIN && st != -EBUSY && st != -EINVAL)
+                lethe_note_protection(l); /* also when the program called mprotect directly */
+            } else if (st != -EAGAIN && st != -EBUSY && st != -EINVAL)
                 lethe_warn("page %llu: soft-unmap failed: %s", (unsigned long long)w->vpns[k],
                            strerror(-st));
             lethe_list_push_head(l->frames, &s->active, f, LETHE_FL_ACTIVE);

@@ -368,6 +368,24 @@ static void discard(struct lethe *l, uint64_t vpn, uint64_t n)
     }
 }
 
+/* A freed range gets the read-write, unlocked state of fresh memory back, once the program
+ * has changed the protection of region pages. */
+static void reset_access(struct lethe *l, void *addr, size_t size, uint64_t vpn, uint64_t n)
+{
+    if (!__atomic_load_n(&l->protection_changed, __ATOMIC_RELAXED))
+        return;
+    int rc = lethe_page_reset_access(l->region, vpn, n);
+    if (rc < 0)
+        lethe_warn("extent %p (+%zu bytes): cannot make it read-write again: %s", addr, size,
+                   strerror(-rc));
+}
+
+void lethe_note_protection(struct lethe *l)
+{
+    if (l && !__atomic_load_n(&l->protection_changed, __ATOMIC_RELAXED))
+        __atomic_store_n(&l->protection_changed, true, __ATOMIC_RELAXED);
+}
+
 void lethe_extent_free(struct lethe *l, void *addr, size_t size)
 {
     uint64_t vpn, n;
@@ -375,6 +393,7 @@ void lethe_extent_free(struct lethe *l, void *addr, size_t size)
         return;
     if (!l->child) /* a forked child keeps no page state: it only gives the range back */
         discard(l, vpn, n);
+    reset_access(l, addr, size, vpn, n);
     if (lethe_extents_free(&l->extents, vpn, n) < 0)
         lethe_error("extent %p (+%zu bytes) freed but not allocated", addr, size);
 }
@@ -385,6 +404,15 @@ void lethe_extent_purge(struct lethe *l, void *addr, size_t size)
     if (!l || l->child || !extent_range(l, addr, size, &vpn, &n))
         return;
     discard(l, vpn, n);
+}
+
+void lethe_extent_purge_free(struct lethe *l, void *addr, size_t size)
+{
+    uint64_t vpn, n;
+    if (!l || l->child || !extent_range(l, addr, size, &vpn, &n))
+        return;
+    discard(l, vpn, n);
+    reset_access(l, addr, size, vpn, n);
 }
 
 int lethe_in_region(const struct lethe *l, const void *addr)

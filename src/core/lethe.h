@@ -84,10 +84,18 @@ void lethe_stop(struct lethe *l);
  * size and align are multiples of the page size (align may be 0). Returns NULL when the
  * region is exhausted. Fresh extents read as zeros. */
 void *lethe_extent_alloc(struct lethe *l, size_t size, size_t align);
-/* Gives an extent back: its pages lose their content, frames and remote slots. */
+/* Gives an extent back: its pages lose their content, frames and remote slots, and (once the
+ * program has changed the protection of region pages, lethe_note_protection) get back the
+ * read-write, unlocked state of fresh memory, as an munmap would leave them. */
 void lethe_extent_free(struct lethe *l, void *addr, size_t size);
+/* The program made region pages other than read-write, or locked them: from now on freed
+ * extents are made read-write and unlocked again (a system call per free). */
+void lethe_note_protection(struct lethe *l);
 /* Keeps the extent but discards its content (the next touch reads zeros). */
 void lethe_extent_purge(struct lethe *l, void *addr, size_t size);
+/* The same for an allocator's free memory: it also becomes read-write and unlocked again, as
+ * lethe_extent_free leaves a range (after lethe_note_protection). */
+void lethe_extent_purge_free(struct lethe *l, void *addr, size_t size);
 int lethe_in_region(const struct lethe *l, const void *addr);
 #define LETHE_PIN_SLOTS 512 /* pages held by lethe_pin() at once, at most */
 /* Holds the page that contains addr mapped (never demoted nor evicted) until lethe_unpin(),

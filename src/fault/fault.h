@@ -195,6 +195,9 @@ int lethe_page_install_recycled(struct lethe_region *r, uint64_t vpn, uint64_t f
 /* Frees the page held in a parking slot (after eviction). */
 int lethe_page_drop_slot(struct lethe_region *r, uint64_t frame);
 int lethe_page_drop_slots(struct lethe_region *r, const uint64_t *frames, unsigned n);
+/* Makes [vpn, vpn+n) of the region read-write and unlocked again (mprotect, munlock), as
+ * fresh memory is: for ranges given back after the application changed them. */
+int lethe_page_reset_access(struct lethe_region *r, uint64_t vpn, uint64_t n);
 /* Drops the present pages of [vpn, vpn+n) of the region; the next touch faults. The core
  * releases its own state for the range before calling this. With UFFDIO_MOVE the pages are
  * moved to scratch parking pages and dropped there, so no application event is raised, no

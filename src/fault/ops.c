@@ -30,6 +30,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -518,6 +519,17 @@ static int drop_by_move(struct lethe_region *r, uint64_t vpn, uint64_t n)
     }
     pthread_mutex_unlock(&r->scratch_lock);
     return rc;
+}
+
+int lethe_page_reset_access(struct lethe_region *r, uint64_t vpn, uint64_t n)
+{
+    if (!vpn_range_ok(r, vpn, n) || n == 0)
+        return -EINVAL;
+    void *addr = (void *)(uintptr_t)fault_addr(r, vpn);
+    if (syscall(SYS_mprotect, addr, n * PG, PROT_READ | PROT_WRITE) != 0 ||
+        syscall(SYS_munlock, addr, n * PG) != 0)
+        return -errno;
+    return 0;
 }
 
 int lethe_page_drop(struct lethe_region *r, uint64_t vpn, uint64_t n)

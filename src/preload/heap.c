@@ -18,10 +18,11 @@
  * Hooks: alloc takes fresh extents (zeroed and committed) from lethe_extent_alloc; dalloc
  * and destroy give them back (lethe_extent_free accepts any allocated page range, so
  * jemalloc may split and merge freely); purge_forced discards content
- * (lethe_extent_purge); commit always succeeds (region pages are always usable) and
- * decommit and purge_lazy are declined, so jemalloc purges instead. A request for a given
- * address (in-place growth) is declined: jemalloc then moves the allocation. The arena's
- * metadata is mapped outside the region (see METADATA_ALIGNMENT).
+ * (lethe_extent_purge_free: also read-write again, should the program have protected it); commit
+ * always succeeds (region pages are always usable) and decommit and purge_lazy are declined, so
+ * jemalloc purges instead. A request for a given address (in-place growth) is declined: jemalloc
+ * then moves the allocation. The arena's metadata is mapped outside the region (see
+ * METADATA_ALIGNMENT).
  *
  * In a forked child (which cannot swap pages in, see src/fault/fork.c) the forking thread is
  * moved to arena 0: what the child allocates is ordinary memory.
@@ -130,7 +131,7 @@ static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t
 {
     if (!lethe_in_region(heap_lethe, addr))
         return true;
-    lethe_extent_purge(heap_lethe, (char *)addr + offset, length);
+    lethe_extent_purge_free(heap_lethe, (char *)addr + offset, length);
     return false;
 }
 

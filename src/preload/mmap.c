@@ -208,6 +208,17 @@ void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
     return mremap_region(l, old, old_size, new_size, flags, new_addr);
 }
 
+/* mprotect goes to the kernel as it is; a protection other than read-write on region pages is
+ * noted, so that the range becomes read-write again when it is freed (an munmap of region
+ * memory keeps the range, which the next mmap or malloc may hand out: it must be fresh). */
+int mprotect(void *addr, size_t len, int prot)
+{
+    struct lethe *l = managing(__builtin_return_address(0));
+    if (l && prot != (PROT_READ | PROT_WRITE) && lethe_in_region(l, addr))
+        lethe_note_protection(l);
+    return (int)syscall(SYS_mprotect, addr, len, prot);
+}
+
 /* mlockall(MCL_CURRENT) would lock, and so bring in, every page of the region (far larger
  * than the cache, by design) and of the parking area, whose missing pages nobody serves: the
  * program would hang in the call. It is refused with ENOMEM, as when the locked total would

@@ -6,6 +6,8 @@
  *     read back after more churn;
  *   - a PROT_NONE guard page at the end of a heap block: the data before it survives the
  *     churn, and touching the guard page faults;
+ *   - 2 MiB mappings, half made read-only or PROT_NONE, unmapped: the mappings and allocations
+ *     made next (which may get the same addresses) must be writable;
  *   - with "lock": a 64 KiB locked block (mlock) stays resident through the churn;
  *   - with "lockall": mlockall(MCL_CURRENT | MCL_FUTURE), whose result is printed.
  * usage: app_protect CHURN_MIB [lock|lockall]. Prints one line per step (checksums, which must
@@ -148,6 +150,37 @@ int main(int argc, char **argv)
     bad += gbad + !gf;
     printf("guard page: %zu bad before it, a read of it faults: %s\n", gbad, gf ? "yes" : "NO");
     mprotect(guard, PAGE, PROT_READ | PROT_WRITE);
+
+    /* mappings protected, then unmapped: the next mappings and allocations get that address
+     * range back and must find it read-write, as fresh memory is */
+    for (unsigned r = 0; r < 4; r++) {
+        size_t mb = 2UL << 20;
+        unsigned char *m =
+            mmap(NULL, mb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            perror("mmap");
+            return 1;
+        }
+        fill(m, mb, 4 + r);
+        if (mprotect(m, mb / 2, r % 2 ? PROT_NONE : PROT_READ) != 0) {
+            perror("mprotect mapping");
+            return 1;
+        }
+        munmap(m, mb);
+        unsigned char *n =
+            mmap(NULL, mb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        unsigned char *h = malloc(mb);
+        if (n == MAP_FAILED || !h) {
+            fprintf(stderr, "out of memory\n");
+            return 1;
+        }
+        fill(n, mb, 8 + r);
+        fill(h, mb, 12 + r);
+        bad += check(n, mb, 8 + r, &sum) + check(h, mb, 12 + r, &sum);
+        munmap(n, mb);
+        free(h);
+    }
+    printf("protected mappings unmapped, then fresh mappings written: %zu bad so far\n", bad);
 
     if (lockall) {
         /* under Lethe refused (the managed heap cannot all be locked), never hung */
