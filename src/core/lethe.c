@@ -391,9 +391,11 @@ void lethe_extent_free(struct lethe *l, void *addr, size_t size)
     uint64_t vpn, n;
     if (!l || !extent_range(l, addr, size, &vpn, &n))
         return;
+    /* read-write and unlocked first: the drop cannot move pages out of a read-only or locked
+     * range, and MADV_DONTNEED refuses locked pages (they would stay, with their content) */
+    reset_access(l, addr, size, vpn, n);
     if (!l->child) /* a forked child keeps no page state: it only gives the range back */
         discard(l, vpn, n);
-    reset_access(l, addr, size, vpn, n);
     if (lethe_extents_free(&l->extents, vpn, n) < 0)
         lethe_error("extent %p (+%zu bytes) freed but not allocated", addr, size);
 }
@@ -411,8 +413,8 @@ void lethe_extent_purge_free(struct lethe *l, void *addr, size_t size)
     uint64_t vpn, n;
     if (!l || l->child || !extent_range(l, addr, size, &vpn, &n))
         return;
+    reset_access(l, addr, size, vpn, n); /* first, as in lethe_extent_free */
     discard(l, vpn, n);
-    reset_access(l, addr, size, vpn, n);
 }
 
 int lethe_in_region(const struct lethe *l, const void *addr)

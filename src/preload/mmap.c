@@ -1,4 +1,5 @@
-/* mmap.c — large anonymous mappings in the region: mmap, munmap, mremap, madvise; mlockall.
+/* mmap.c — large anonymous mappings in the region: mmap, munmap, mremap, madvise; mprotect,
+ * mlock, mlock2 (noted) and mlockall (refused).
  *
  * Once the runtime is up, an mmap the program makes of at least fault.mmap_threshold bytes
  * that is private, anonymous, readable and writable, with no address hint and no flag
@@ -217,6 +218,24 @@ int mprotect(void *addr, size_t len, int prot)
     if (l && prot != (PROT_READ | PROT_WRITE) && lethe_in_region(l, addr))
         lethe_note_protection(l);
     return (int)syscall(SYS_mprotect, addr, len, prot);
+}
+
+/* mlock and mlock2 go to the kernel as they are; locking region pages is noted like a
+ * protection (the range must be unlocked when it is freed). */
+int mlock(const void *addr, size_t len)
+{
+    struct lethe *l = managing(__builtin_return_address(0));
+    if (l && lethe_in_region(l, addr))
+        lethe_note_protection(l);
+    return (int)syscall(SYS_mlock, addr, len);
+}
+
+int mlock2(const void *addr, size_t len, unsigned int flags)
+{
+    struct lethe *l = managing(__builtin_return_address(0));
+    if (l && lethe_in_region(l, addr))
+        lethe_note_protection(l);
+    return (int)syscall(SYS_mlock2, addr, len, flags);
 }
 
 /* mlockall(MCL_CURRENT) would lock, and so bring in, every page of the region (far larger

@@ -8,7 +8,8 @@
  *     churn, and touching the guard page faults;
  *   - 2 MiB mappings, half made read-only or PROT_NONE, unmapped: the mappings and allocations
  *     made next (which may get the same addresses) must be writable;
- *   - with "lock": a 64 KiB locked block (mlock) stays resident through the churn;
+ *   - with "lock": a 64 KiB locked block (mlock) stays resident through the churn, and
+ *     mappings unmapped while partly locked leave zeros for the next ones;
  *   - with "lockall": mlockall(MCL_CURRENT | MCL_FUTURE), whose result is printed.
  * usage: app_protect CHURN_MIB [lock|lockall]. Prints one line per step (checksums, which must
  * match a run without Lethe) and exits 0 when every check passed.
@@ -208,6 +209,28 @@ int main(int argc, char **argv)
                lk_bytes / PAGE, lbad);
         munlock(lk, lk_bytes);
         free(lk);
+        /* a mapping unmapped while partly locked: the next mappings must read zeros (a
+         * locked page cannot be dropped; it must be unlocked first) */
+        size_t nonzero = 0;
+        for (unsigned r = 0; r < 4; r++) {
+            size_t mb = 2UL << 20;
+            unsigned char *m =
+                mmap(NULL, mb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED) {
+                perror("mmap");
+                return 1;
+            }
+            for (size_t i = 0; i < mb; i++)
+                nonzero += m[i] != 0;
+            memset(m, 0xab, mb);
+            if (mlock(m, 256 * 1024) != 0) {
+                perror("mlock mapping");
+                return 1;
+            }
+            munmap(m, mb);
+        }
+        bad += nonzero;
+        printf("mappings unmapped while locked, fresh ones read zeros: %zu bytes not\n", nonzero);
     }
 
     printf("sum %016llx, %s\n", (unsigned long long)sum, bad ? "FAILED" : "ok");
