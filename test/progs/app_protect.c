@@ -85,6 +85,18 @@ static void churn(unsigned char *c, size_t n, unsigned round)
             c[i] = (unsigned char)(round + k + i);
 }
 
+/* A fresh private anonymous mapping (placed in the managed region under Lethe); exits on
+ * failure. */
+static unsigned char *fresh_mapping(size_t n)
+{
+    void *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        perror("mmap");
+        exit(1);
+    }
+    return m;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -156,22 +168,16 @@ int main(int argc, char **argv)
      * range back and must find it read-write, as fresh memory is */
     for (unsigned r = 0; r < 4; r++) {
         size_t mb = 2UL << 20;
-        unsigned char *m =
-            mmap(NULL, mb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED) {
-            perror("mmap");
-            return 1;
-        }
+        unsigned char *m = fresh_mapping(mb);
         fill(m, mb, 4 + r);
         if (mprotect(m, mb / 2, r % 2 ? PROT_NONE : PROT_READ) != 0) {
             perror("mprotect mapping");
             return 1;
         }
         munmap(m, mb);
-        unsigned char *n =
-            mmap(NULL, mb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        unsigned char *n = fresh_mapping(mb);
         unsigned char *h = malloc(mb);
-        if (n == MAP_FAILED || !h) {
+        if (!h) {
             fprintf(stderr, "out of memory\n");
             return 1;
         }
@@ -214,12 +220,7 @@ int main(int argc, char **argv)
         size_t nonzero = 0;
         for (unsigned r = 0; r < 4; r++) {
             size_t mb = 2UL << 20;
-            unsigned char *m =
-                mmap(NULL, mb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (m == MAP_FAILED) {
-                perror("mmap");
-                return 1;
-            }
+            unsigned char *m = fresh_mapping(mb);
             for (size_t i = 0; i < mb; i++)
                 nonzero += m[i] != 0;
             memset(m, 0xab, mb);
