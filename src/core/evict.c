@@ -233,10 +233,12 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
         lethe_slots_free(&l->slots, w->newslots, nfree);
     LETHE_COUNT(&w->cnt, demotions, demoted);
     LETHE_COUNT(&w->cnt, held, held);
-    if (demoted && __atomic_load_n(&l->held_streak, __ATOMIC_RELAXED)) /* no shared write */
-        __atomic_store_n(&l->held_streak, 0, __ATOMIC_RELAXED);
-    else if (held)
+    if (demoted) {
+        if (__atomic_load_n(&l->held_streak, __ATOMIC_RELAXED)) /* no shared write if 0 */
+            __atomic_store_n(&l->held_streak, 0, __ATOMIC_RELAXED);
+    } else if (held) {
         __atomic_fetch_add(&l->held_streak, held, __ATOMIC_RELAXED);
+    }
     return (int)demoted;
 }
 
