@@ -134,7 +134,7 @@ Test(config, defaults_are_the_documented_values)
     cr_assert_eq(c.fault_delivery, LETHE_DELIVERY_THREAD);
     cr_assert_eq(c.vcpus, 0);
     cr_assert(c.pin_vcpus);
-    cr_assert_eq(c.mmap_threshold, 1ULL << 20);
+    cr_assert_eq(c.mmap_threshold, 256ULL << 10);
     cr_assert_eq(c.fault_around, 64);
     cr_assert_eq(c.period_min_us, 10000);
     cr_assert_eq(c.period_max_us, 2000000);

@@ -291,6 +291,27 @@ Test(extent, double_and_overlapping_frees_are_refused_without_change)
     lethe_extents_destroy(&e);
 }
 
+Test(extent, claim_takes_the_free_pages_of_a_range_and_leaves_the_rest)
+{
+    struct lethe_extents e;
+    cr_assert_eq(lethe_extents_init(&e, 100, 0), 0);
+    cr_assert_eq(lethe_extents_alloc(&e, 10, 0), 0);
+    cr_assert_eq(lethe_extents_alloc(&e, 10, 0), 10);
+    cr_assert_eq(lethe_extents_free(&e, 0, 10), 0); /* free: [0,10) [20,100) */
+    cr_assert_eq(lethe_extents_claim(&e, 5, 20), 10, "[5,10) and [20,25) were free");
+    cr_assert(lethe_extents_allocated(&e, 5, 20));
+    cr_assert_not(lethe_extents_allocated(&e, 4, 1));
+    cr_assert_not(lethe_extents_allocated(&e, 25, 1));
+    cr_assert_eq(lethe_extents_claim(&e, 5, 20), 0, "nothing left to take");
+    cr_assert_eq(lethe_extents_claim(&e, 40, 10), 10, "the middle of a run splits it");
+    cr_assert_eq(e.nruns, 3, "[0,5) [25,40) [50,100)");
+    cr_assert_eq(lethe_extents_free_pages(&e), 5 + 15 + 50);
+    cr_assert_eq(lethe_extents_claim(&e, 95, 10), -EINVAL, "beyond the region");
+    cr_assert_eq(lethe_extents_free(&e, 5, 20), 0, "a claimed range is freed like any extent");
+    cr_assert_eq(lethe_extents_free_pages(&e), 90);
+    lethe_extents_destroy(&e);
+}
+
 Test(extent, many_holes_grow_the_run_array)
 {
     struct lethe_extents e;

@@ -158,7 +158,7 @@ void lethe_config_defaults(struct lethe_config *c)
     c->fault_delivery = LETHE_DELIVERY_THREAD;
     c->vcpus = 0;
     c->pin_vcpus = true;
-    c->mmap_threshold = 1 * MB;
+    c->mmap_threshold = 256 * KB;
     c->fault_around = 64;
     c->period_min_us = 10 * MS;
     c->period_max_us = 2000 * MS;

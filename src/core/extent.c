@@ -158,6 +158,44 @@ int lethe_extents_free(struct lethe_extents *e, uint64_t start, uint64_t n)
     return rc;
 }
 
+int64_t lethe_extents_claim(struct lethe_extents *e, uint64_t start, uint64_t n)
+{
+    if (n == 0 || start >= e->pages || n > e->pages - start)
+        return -EINVAL;
+    uint64_t end = start + n;
+    pthread_mutex_lock(&e->lock);
+    int64_t taken = 0;
+    size_t i = upper_bound(e, start);
+    if (i > 0 && e->runs[i - 1].start + e->runs[i - 1].n > start)
+        i--; /* the run that holds start */
+    while (i < e->nruns && e->runs[i].start < end) {
+        struct lethe_extent_run r = e->runs[i];
+        uint64_t lo = r.start > start ? r.start : start;
+        uint64_t hi = r.start + r.n < end ? r.start + r.n : end;
+        bool head = r.start<lo, tail = r.start + r.n> hi;
+        if (head && tail) {
+            if (insert_at(e, i + 1, hi, r.start + r.n - hi) < 0) {
+                taken = -ENOMEM;
+                break;
+            }
+            e->runs[i].n = lo - r.start;
+            i += 2;
+        } else if (head) {
+            e->runs[i].n = lo - r.start;
+            i++;
+        } else if (tail) {
+            e->runs[i] = (struct lethe_extent_run){hi, r.start + r.n - hi};
+            i++;
+        } else {
+            remove_at(e, i);
+        }
+        e->free_pages -= hi - lo;
+        taken += (int64_t)(hi - lo);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return taken;
+}
+
 int lethe_extents_allocated(struct lethe_extents *e, uint64_t start, uint64_t n)
 {
     if (n == 0 || start >= e->pages || n > e->pages - start)

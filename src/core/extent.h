@@ -37,6 +37,10 @@ int64_t lethe_extents_alloc(struct lethe_extents *e, uint64_t n, uint64_t align_
 /* Gives [start, start+n) back. -EINVAL when any page of it is already free or out of range
  * (nothing is changed then). */
 int lethe_extents_free(struct lethe_extents *e, uint64_t start, uint64_t n);
+/* Takes every free page of [start, start+n) (pages already allocated stay so): for memory
+ * the program claims by address, mmap with MAP_FIXED. Returns the pages taken, or a negative
+ * errno (-EINVAL out of range, -ENOMEM when a run cannot be split: nothing changed then). */
+int64_t lethe_extents_claim(struct lethe_extents *e, uint64_t start, uint64_t n);
 /* Whether [start, start+n) is entirely allocated. */
 int lethe_extents_allocated(struct lethe_extents *e, uint64_t start, uint64_t n);
 uint64_t lethe_extents_free_pages(struct lethe_extents *e);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/core.h"
@@ -391,6 +392,9 @@ void lethe_extent_free(struct lethe *l, void *addr, size_t size)
     uint64_t vpn, n;
     if (!l || !extent_range(l, addr, size, &vpn, &n))
         return;
+    /* a file or shared mapping the program put there becomes region memory again */
+    if (lethe_page_unforeign(l->region, vpn, n) < 0)
+        return; /* logged; the range stays allocated rather than hand out those pages */
     /* read-write and unlocked first: the drop cannot move pages out of a read-only or locked
      * range, and MADV_DONTNEED refuses locked pages (they would stay, with their content) */
     reset_access(l, addr, size, vpn, n);
@@ -415,6 +419,68 @@ void lethe_extent_purge_free(struct lethe *l, void *addr, size_t size)
         return;
     reset_access(l, addr, size, vpn, n); /* first, as in lethe_extent_free */
     discard(l, vpn, n);
+}
+
+/* Takes the free pages of a range the program maps by address (the rest it owns already). */
+static int claim(struct lethe *l, void *addr, size_t size, uint64_t vpn, uint64_t n)
+{
+    int64_t taken = lethe_extents_claim(&l->extents, vpn, n);
+    if (taken < 0) {
+        lethe_error("mmap of %p (+%zu bytes) in the region: cannot claim it: %s", addr, size,
+                    strerror((int)-taken));
+        return (int)taken;
+    }
+    return 0;
+}
+
+int lethe_extent_map_fresh(struct lethe *l, void *addr, size_t size, int prot)
+{
+    uint64_t vpn, n;
+    if (!l || !extent_range(l, addr, size, &vpn, &n))
+        return -EINVAL;
+    int rc = claim(l, addr, size, vpn, n);
+    if (rc < 0)
+        return rc;
+    /* A forked child cannot forget pages (their state is the parent's, read through the
+     * slots): it takes the kernel's fresh memory, kept as a foreign range. */
+    if (l->child)
+        return lethe_page_map_foreign(l->region, vpn, n, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if ((rc = lethe_page_unforeign(l->region, vpn, n)) < 0)
+        return rc;
+    reset_access(l, addr, size, vpn, n);
+    discard(l, vpn, n);
+    if (prot != (PROT_READ | PROT_WRITE)) {
+        lethe_note_protection(l);
+        if (syscall(SYS_mprotect, addr, n << LETHE_PAGE_SHIFT, prot) != 0)
+            return -errno;
+    }
+    return 0;
+}
+
+int lethe_extent_map_foreign(struct lethe *l, void *addr, size_t size, int prot, int flags, int fd,
+                             off_t off)
+{
+    uint64_t vpn, n;
+    if (!l || !extent_range(l, addr, size, &vpn, &n))
+        return -EINVAL;
+    int rc = claim(l, addr, size, vpn, n);
+    if (rc < 0)
+        return rc;
+    if (!l->child) {
+        reset_access(l, addr, size, vpn, n);
+        discard(l, vpn, n);
+    }
+    return lethe_page_map_foreign(l->region, vpn, n, prot, flags, fd, off);
+}
+
+size_t lethe_extent_foreign_span(struct lethe *l, void *addr, size_t size, bool *foreign)
+{
+    uint64_t vpn, n;
+    *foreign = false;
+    if (!l || !extent_range(l, addr, size, &vpn, &n))
+        return size;
+    uint64_t span = lethe_page_foreign_span(l->region, vpn, n, foreign);
+    return span == n ? size : span << LETHE_PAGE_SHIFT;
 }
 
 int lethe_in_region(const struct lethe *l, const void *addr)

@@ -12,8 +12,10 @@
 #ifndef LETHE_LETHE_H
 #define LETHE_LETHE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "core/config.h"
 
@@ -96,6 +98,19 @@ void lethe_extent_purge(struct lethe *l, void *addr, size_t size);
 /* The same for an allocator's free memory: it also becomes read-write and unlocked again, as
  * lethe_extent_free leaves a range (after lethe_note_protection). */
 void lethe_extent_purge_free(struct lethe *l, void *addr, size_t size);
+/* mmap with MAP_FIXED of [addr, addr+size) in the region (the caller checked that it lies
+ * there), as a JVM or V8 commits and uncommits parts of what it reserved. Pages of the range
+ * still free in the allocator are taken: the range is the program's until it frees it.
+ * lethe_extent_map_fresh: private anonymous memory, managed: the content is discarded (the
+ * next touch reads zeros) and the range gets prot. lethe_extent_map_foreign: anything else
+ * (a file, MAP_SHARED, MAP_LOCKED...): the content is discarded and the kernel maps the range
+ * as asked; it stays unmanaged until it is freed or mapped fresh again (see fault.h,
+ * "Foreign ranges"). Both return 0 or a negative errno. */
+int lethe_extent_map_fresh(struct lethe *l, void *addr, size_t size, int prot);
+int lethe_extent_map_foreign(struct lethe *l, void *addr, size_t size, int prot, int flags, int fd,
+                             off_t off);
+/* How many bytes from addr (at most size) are all foreign (*foreign true) or all managed. */
+size_t lethe_extent_foreign_span(struct lethe *l, void *addr, size_t size, bool *foreign);
 int lethe_in_region(const struct lethe *l, const void *addr);
 #define LETHE_PIN_SLOTS 512 /* pages held by lethe_pin() at once, at most */
 /* Holds the page that contains addr mapped (never demoted nor evicted) until lethe_unpin(),

@@ -48,6 +48,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/config.h"
 
@@ -198,6 +199,21 @@ int lethe_page_drop_slots(struct lethe_region *r, const uint64_t *frames, unsign
 /* Makes [vpn, vpn+n) of the region read-write and unlocked again (mprotect, munlock), as
  * fresh memory is: for ranges given back after the application changed them. */
 int lethe_page_reset_access(struct lethe_region *r, uint64_t vpn, uint64_t n);
+/* Foreign ranges: the program maps a file, shared memory or anything but private anonymous
+ * memory over region pages it owns (mmap with MAP_FIXED, as a JVM maps its class-data
+ * archive into its reserved heap). The kernel then holds that range, unregistered: no fault
+ * of it reaches Lethe. lethe_page_map_foreign makes the mapping (the caller has discarded
+ * the pages' state) and records the range; -ENOSPC when FAULT_MAX_FOREIGN ranges are
+ * recorded (nothing mapped then), else 0 or the kernel's negative errno. */
+int lethe_page_map_foreign(struct lethe_region *r, uint64_t vpn, uint64_t n, int prot, int flags,
+                           int fd, off_t off);
+/* Gives the foreign parts of [vpn, vpn+n) back to the region: fresh private anonymous
+ * memory, registered again (their next touch faults to Lethe and reads zeros). 0 when the
+ * range holds none; else 0 or a negative errno (logged). */
+int lethe_page_unforeign(struct lethe_region *r, uint64_t vpn, uint64_t n);
+/* The number of pages from vpn (at most n) that are all foreign (*foreign true) or all
+ * region pages (*foreign false). */
+uint64_t lethe_page_foreign_span(struct lethe_region *r, uint64_t vpn, uint64_t n, bool *foreign);
 /* Drops the present pages of [vpn, vpn+n) of the region; the next touch faults. The core
  * releases its own state for the range before calling this. With UFFDIO_MOVE the pages are
  * moved to scratch parking pages and dropped there, so no application event is raised, no

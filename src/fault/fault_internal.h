@@ -24,6 +24,7 @@
 
 #define FAULT_MAX_REGIONS  8
 #define FAULT_MAX_DEFERRED 64   /* faults a handler thread holds back while mmap_changing */
+#define FAULT_MAX_FOREIGN  128  /* ranges of the region the program mapped something else over */
 #define FAULT_STRIPES      1024 /* soft-unmap/WP locks of the copy fallback (no UFFDIO_MOVE) */
 #define FAULT_SCRATCH_PAGES                                                                        \
     256 /* parking pages after the slots: lethe_page_drop moves region                             \
@@ -101,6 +102,18 @@ struct lethe_region {
     bool event_thread_started;
     atomic_bool stopping;
 
+    /* uffd A's registration mode (MISSING, with WP when dirty tracking or the copy fallback
+     * needs it): ranges given back to the region are registered again with it (foreign.c) */
+    uint64_t register_mode;
+    /* foreign.c: ranges the program mapped over with a file or shared mapping (MAP_FIXED),
+     * which the kernel then holds instead of the region; sorted by vpn, not overlapping.
+     * nforeign is read without the lock for the common case of none. */
+    pthread_mutex_t foreign_lock;
+    atomic_uint nforeign;
+    struct {
+        uint64_t vpn, n;
+    } foreign[FAULT_MAX_FOREIGN];
+
     /* fork: set in the child by fork.c */
     atomic_bool child;
     int registry_slot;
@@ -113,6 +126,11 @@ struct lethe_region *fault_region_of(const void *addr);
 struct lethe_region *fault_region_of_parking(const void *addr, uint64_t *frame);
 void fault_build_paths(struct lethe_region *r);
 int fault_register_range(int uffd, void *addr, uint64_t len, uint64_t mode, uint64_t *ioctls);
+
+/* foreign.c */
+/* Registers the region with uffd, leaving out its foreign ranges (a file mapping cannot be
+ * registered for MISSING faults: one in the range would fail the whole registration). */
+int fault_register_region(struct lethe_region *r, int uffd, uint64_t mode);
 
 /* ops.c */
 int fault_wake_range(struct lethe_region *r, uint64_t vpn, uint64_t n);

@@ -70,7 +70,10 @@ static void child_setup(struct lethe_region *r)
         return;
     }
     r->uffd = fd;
-    int rc = fault_register_range(r->uffd, r->base, r->size, UFFDIO_REGISTER_MODE_MISSING, NULL);
+    r->register_mode = UFFDIO_REGISTER_MODE_MISSING;
+    /* a parent thread may have held it at the fork: nobody else is left to */
+    pthread_mutex_init(&r->foreign_lock, NULL);
+    int rc = fault_register_region(r, r->uffd, r->register_mode);
     if (rc < 0) {
         lethe_error("forked child: cannot register the region (%s); it is made inaccessible",
                     strerror(-rc));

@@ -208,6 +208,7 @@ static int setup_uffds(struct lethe_region *r, uint64_t avail)
     if (r->has_dirty || r->sync_wp)
         mode |= UFFDIO_REGISTER_MODE_WP;
     uint64_t ioctls = 0;
+    r->register_mode = mode;
     int rc = fault_register_range(r->uffd, r->base, r->size, mode, &ioctls);
     if (rc < 0) {
         lethe_error("userfaultfd: cannot register the region (%s)", strerror(-rc));
@@ -290,6 +291,7 @@ int lethe_region_create(const struct lethe_region_params *p, const struct lethe_
     r->nframes = p->nframes;
     r->park_size = (p->nframes + FAULT_SCRATCH_PAGES) << LETHE_PAGE_SHIFT;
     pthread_mutex_init(&r->scratch_lock, NULL);
+    pthread_mutex_init(&r->foreign_lock, NULL);
     r->has_move = (avail & UFFD_FEATURE_MOVE) && !p->force_fallback_move;
     r->has_dirty = r->has_move && !p->force_fallback_dirty && (avail & UFFD_FEATURE_WP_ASYNC) &&
                    (avail & UFFD_FEATURE_WP_UNPOPULATED);
