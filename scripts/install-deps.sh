@@ -8,6 +8,8 @@ packages=(
   libinih-dev libevent-dev libjemalloc-dev libcriterion-dev
   libibverbs-dev librdmacm-dev
   python3 coreutils procps gnuplot-nox
+  # real programs the tests run under lethed (test_lethed_runtimes, test_lethed_programs)
+  openjdk-17-jdk-headless nodejs redis-server redis-tools
 )
 
 missing=()

@@ -1,0 +1,203 @@
+/* test_lethed_runtimes.c — programs that reserve their heap first and commit it later (JVMs,
+ * V8, Go-style allocators) get it managed: same output as without Lethe, pages swapped back
+ * in from the memory node, and a peak resident size well under the program's own.
+ *
+ * The Java and Node.js cases are heavy real programs: they run in the plain build only (in a
+ * sanitizer build liblethe.so is the same unsanitized library, so they would only repeat),
+ * and skip, saying so, where the runtime is not installed (scripts/install-deps.sh installs
+ * both). */
+#include "test_lethed_util.h"
+
+TestSuite(runtimes, .init = tl_setup, .fini = tl_teardown, .timeout = 180);
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SKIP_HEAVY()                                                                               \
+    cr_skip_test("heavy real program: run in the plain build only (liblethe.so is not "            \
+                 "sanitized in this build either)")
+#else
+#define SKIP_HEAVY() ((void)0)
+#endif
+
+/* The program's own resident memory in KiB: RssAnon + RssFile of /proc/PID/status. The
+ * memory node's shared memory that the shm transport maps (RssShmem) is left out: it is the
+ * node's memory, standing in for another machine's. 0 once the process is gone. */
+static long own_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long anon = 0, file = 0;
+    while (fgets(line, sizeof(line), f)) {
+        sscanf(line, "RssAnon: %ld", &anon);
+        sscanf(line, "RssFile: %ld", &file);
+    }
+    fclose(f);
+    return anon + file;
+}
+
+/* The pid lethed reports for its program ("... (pid N) under Lethe"), or 0 while not yet. */
+static pid_t program_pid(const char *err_path)
+{
+    char *err = tl_read_file(err_path);
+    const char *p = err ? strstr(err, "` (pid ") : NULL;
+    pid_t pid = p ? (pid_t)strtol(p + strlen("` (pid "), NULL, 10) : 0;
+    free(err);
+    return pid;
+}
+
+struct run {
+    int status;
+    long peak_kib; /* largest own_rss_kib sampled, every 10 ms */
+    long swap_ins; /* from lethed's final line; -1 for a plain run */
+};
+
+/* Runs argv (plain, or under lethed when conf is given) with stdout to out_name, sampling the
+ * program's resident memory until it exits. */
+static struct run run_sampled(char *const cmd[], const char *conf, const char *out_name)
+{
+    char *argv[32];
+    int n = 0;
+    if (conf) {
+        argv[n++] = TL_LETHED;
+        argv[n++] = "-c";
+        argv[n++] = (char *)conf;
+        argv[n++] = "--";
+    }
+    for (int i = 0; cmd[i] && n < 31; i++)
+        argv[n++] = cmd[i];
+    argv[n] = NULL;
+    const char *err_path = tl_file(conf ? "lethe.err" : "plain.err");
+    int out = open(tl_file(out_name), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid = tl_spawn(argv, NULL, -1, out, err);
+    close(out);
+    close(err);
+    struct run r = {.swap_ins = -1};
+    pid_t prog = conf ? 0 : pid;
+    double deadline = tl_now() + 150;
+    int st;
+    while (waitpid(pid, &st, WNOHANG) != pid) {
+        if (tl_now() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            cr_assert_fail("%s did not finish within 150 s", cmd[0]);
+        }
+        if (!prog)
+            prog = program_pid(err_path);
+        long kib = prog ? own_rss_kib(prog) : 0;
+        if (kib > r.peak_kib)
+            r.peak_kib = kib;
+        usleep(10000);
+    }
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (conf) {
+        char *text = tl_read_file(err_path);
+        const char *line = text ? strstr(text, "lethed: `") : NULL;
+        const char *p = line ? strstr(line, "swap-ins ") : NULL;
+        r.swap_ins = p ? strtol(p + strlen("swap-ins "), NULL, 10) : -1;
+        free(text);
+    }
+    return r;
+}
+
+/* Runs cmd plainly and under lethed (cache, extra config); the outputs must be the same and
+ * the heap managed. Returns both runs' peaks through plain/under. */
+static void same_output_sampled(const char *cache, const char *extra, char *const cmd[],
+                                struct run *plain, struct run *under)
+{
+    *plain = run_sampled(cmd, NULL, "plain.out");
+    char *perr = tl_read_file(tl_file("plain.err"));
+    cr_assert_eq(plain->status, 0, "%s fails even without Lethe:\n%s", cmd[0], perr);
+    free(perr);
+    *under = run_sampled(cmd, tl_config("run.conf", cache, extra), "lethe.out");
+    char *err = tl_read_file(tl_file("lethe.err"));
+    cr_assert_eq(under->status, 0, "%s under lethed exited %d:\n%s", cmd[0], under->status, err);
+    char *a = tl_read_file(tl_file("plain.out")), *b = tl_read_file(tl_file("lethe.out"));
+    cr_assert(tl_files_equal(tl_file("plain.out"), tl_file("lethe.out")),
+              "%s: the output under Lethe differs\nplain:\n%.2000s\nunder Lethe:\n%.2000s\n%s",
+              cmd[0], a ? a : "(none)", b ? b : "(none)", err);
+    cr_assert_gt(under->swap_ins, 0, "%s: its heap was not managed (swap-ins %ld):\n%s", cmd[0],
+                 under->swap_ins, err);
+    free(a);
+    free(b);
+    free(err);
+}
+
+static void reserved_heap(const char *extra)
+{
+    char *cmd[] = {TL_PROG("app_reserve"), "32", NULL};
+    struct run plain, under;
+    same_output_sampled("8M", extra, cmd, &plain, &under);
+}
+
+Test(runtimes, a_heap_reserved_first_and_committed_later_under_thread_delivery)
+{
+    reserved_heap("");
+}
+
+Test(runtimes, a_heap_reserved_first_and_committed_later_under_signal_delivery)
+{
+    reserved_heap("[fault]\nfault_delivery = signal\n");
+}
+
+Test(runtimes, a_heap_reserved_first_and_committed_later_with_direct_reclaim_over_tcp)
+{
+    reserved_heap("[cache]\nreclaim = direct\n[transport]\ntransport = tcp\n");
+}
+
+/* A managed runtime under a 32 MiB cache: same output, swap-ins, and a peak resident size
+ * under 60% of the program's own. */
+static void managed_runtime(char *const cmd[])
+{
+    struct run plain, under;
+    same_output_sampled("32M", "", cmd, &plain, &under);
+    cr_log_info("%s: peak %ld KiB alone, %ld KiB under Lethe (%.0f%%), %ld swap-ins", cmd[0],
+                plain.peak_kib, under.peak_kib, 100.0 * (double)under.peak_kib / plain.peak_kib,
+                under.swap_ins);
+    cr_assert_lt(under.peak_kib * 10, plain.peak_kib * 6,
+                 "%s: peak resident %ld KiB under Lethe, %ld KiB alone: not under 60%%", cmd[0],
+                 under.peak_kib, plain.peak_kib);
+}
+
+Test(runtimes, a_java_heap_four_times_the_cache)
+{
+    SKIP_HEAVY();
+    if (access("/usr/bin/java", X_OK) != 0 || access("/usr/bin/javac", X_OK) != 0)
+        cr_skip_test("no /usr/bin/java and /usr/bin/javac (openjdk-17-jdk-headless)");
+    tl_write_file(
+        tl_file("Heap.java"),
+        "import java.util.HashMap;\n"
+        "public class Heap {\n"
+        "  public static void main(String[] a) {\n"
+        "    HashMap<Integer, String> m = new HashMap<>();\n"
+        "    for (int i = 0; i < 850000; i++) m.put(i, \"value-\" + (i * 7919L % 100003));\n"
+        "    long s = 0;\n"
+        "    for (int r = 0; r < 2; r++)\n"
+        "      for (int i = 0; i < 850000; i += 3) s += m.get(i).length() * (long) (i % 7);\n"
+        "    System.out.println(m.size() + \" \" + s);\n"
+        "  }\n"
+        "}\n");
+    char *javac[] = {"/usr/bin/javac", "-d", (char *)tl_file("."), (char *)tl_file("Heap.java"),
+                     NULL};
+    cr_assert_eq(tl_run(javac, NULL, NULL, tl_file("javac.err"), 120), 0, "javac failed");
+    char *cmd[] = {"/usr/bin/java", "-Xmx512m", "-XX:+UseSerialGC", "-cp", (char *)tl_file("."),
+                   "Heap",          NULL};
+    managed_runtime(cmd);
+}
+
+Test(runtimes, a_node_heap_four_times_the_cache)
+{
+    SKIP_HEAVY();
+    if (access("/usr/bin/node", X_OK) != 0)
+        cr_skip_test("no /usr/bin/node (nodejs)");
+    char *cmd[] = {"/usr/bin/node", "-e",
+                   "const m = new Map();\n"
+                   "for (let i = 0; i < 600000; i++) m.set(i, 'value-' + (i * 7919 % 100003));\n"
+                   "let s = 0;\n"
+                   "for (const [k, v] of m) s += v.length * (k % 7);\n"
+                   "console.log(m.size, s);\n",
+                   NULL};
+    managed_runtime(cmd);
+}
