@@ -201,6 +201,35 @@ Test(slots, freed_slots_are_reused_and_counted)
     lethe_slots_destroy(&s);
 }
 
+Test(slots, while_held_freed_slots_are_kept_until_the_last_child_lets_go)
+{
+    struct lethe_slots s;
+    cr_assert_eq(lethe_slots_init(&s, 8), 0);
+    uint64_t got[8];
+    cr_assert_eq(lethe_slots_alloc(&s, got, 4), 0);
+    for (unsigned i = 0; i < 4; i++)
+        lethe_slot_set_sum(&s, got[i], 100 + i);
+    cr_assert_not(lethe_slots_held(&s));
+    cr_assert_eq(lethe_slots_hold(&s), 0);
+    cr_assert_eq(lethe_slots_hold(&s), 0, "two children");
+    cr_assert(lethe_slots_held(&s));
+    lethe_slots_free(&s, got, 2);
+    cr_assert_eq(lethe_slots_used(&s), 4, "a child may still read them");
+    cr_assert_eq(lethe_slots_zombies(&s), 2);
+    cr_assert_eq(lethe_slot_sum(&s, got[0]), 100, "their content is still known");
+    uint64_t more[5];
+    cr_assert_eq(lethe_slots_alloc(&s, more, 5), -ENOSPC, "zombies are not handed out");
+    lethe_slots_unhold(&s);
+    cr_assert_eq(lethe_slots_zombies(&s), 2, "one child still reads");
+    lethe_slots_unhold(&s);
+    cr_assert_not(lethe_slots_held(&s));
+    cr_assert_eq(lethe_slots_zombies(&s), 0);
+    cr_assert_eq(lethe_slots_used(&s), 2);
+    cr_assert_eq(lethe_slot_sum(&s, got[0]), 0, "freed for good: content forgotten");
+    cr_assert_eq(lethe_slots_alloc(&s, more, 5), 0);
+    lethe_slots_destroy(&s);
+}
+
 Test(slots, freeing_a_free_slot_is_reported_and_ignored)
 {
     struct lethe_slots s;

@@ -1,6 +1,8 @@
-/* test_lethed_runtimes.c — programs that reserve their heap first and commit it later (JVMs,
- * V8, Go-style allocators) get it managed: same output as without Lethe, pages swapped back
- * in from the memory node, and a peak resident size well under the program's own.
+/* test_lethed_runtimes.c — real programs whole. Programs that reserve their heap first and
+ * commit it later (JVMs, V8, Go-style allocators) get it managed: same output as without
+ * Lethe, pages swapped back in from the memory node, and a peak resident size well under the
+ * program's own. Programs that fork without exec (Redis's BGSAVE, Python's multiprocessing)
+ * get children that see the heap as of the fork, pages that were out included.
  *
  * The Java and Node.js cases are heavy real programs: they run in the plain build only (in a
  * sanitizer build liblethe.so is the same unsanitized library, so they would only repeat),
@@ -200,4 +202,195 @@ Test(runtimes, a_node_heap_four_times_the_cache)
                    "console.log(m.size, s);\n",
                    NULL};
     managed_runtime(cmd);
+}
+
+/* --- fork without exec --- */
+
+static void forked_children(const char *extra)
+{
+    char *cmd[] = {TL_PROG("app_fork"), "32", NULL};
+    struct run plain, under;
+    same_output_sampled("8M", extra, cmd, &plain, &under);
+}
+
+Test(runtimes, forked_children_see_the_heap_as_of_the_fork_under_thread_delivery)
+{
+    forked_children("");
+}
+
+Test(runtimes, forked_children_see_the_heap_as_of_the_fork_under_signal_delivery)
+{
+    forked_children("[fault]\nfault_delivery = signal\n");
+}
+
+Test(runtimes, forked_children_see_the_heap_as_of_the_fork_with_direct_reclaim)
+{
+    forked_children("[cache]\nreclaim = direct\n");
+}
+
+Test(runtimes, a_forked_child_over_tcp_dies_naming_the_page_and_the_node)
+{
+    /* a child cannot share the parent's connection: documented, and never wrong data */
+    const char *conf = tl_config("run.conf", "8M", "[transport]\ntransport = tcp\n");
+    char *argv[] = {TL_LETHED, "-c", (char *)conf, "--", TL_PROG("app_fork"), "32", NULL};
+    int status = tl_run(argv, NULL, NULL, tl_file("lethe.err"), 100);
+    char *err = tl_read_file(tl_file("lethe.err"));
+    cr_assert_eq(status, 1, "app_fork must see its child fail:\n%s", err);
+    cr_assert(strstr(err, "a forked child cannot reach remote memory over tcp 127.0.0.1:") &&
+                  strstr(err, "page 0x") && strstr(err, "app_fork: the child failed"),
+              "the child's death names the page and the node:\n%s", err);
+    cr_assert_null(strstr(err, "is 0x"), "no wrong value was read:\n%s", err);
+    free(err);
+}
+
+Test(runtimes, python_multiprocessing_with_fork_over_a_list_larger_than_the_cache)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("no /usr/bin/python3");
+    char *cmd[] = {"/usr/bin/python3", "-c",
+                   "import multiprocessing as mp, zlib\n"
+                   "data = [('item-%07d-' % i) * 6 for i in range(200000)]\n"
+                   "def work(k):\n"
+                   "    c = 0\n"
+                   "    for s in data[k::4]:\n"
+                   "        c = zlib.crc32(s.encode(), c)\n"
+                   "    return c\n"
+                   "if __name__ == '__main__':\n"
+                   "    mp.set_start_method('fork')\n"
+                   "    with mp.Pool(4) as p:\n"
+                   "        r = p.map(work, range(4))\n"
+                   "    print(len(data), ['%08x' % x for x in r])\n",
+                   NULL};
+    struct run plain, under;
+    same_output_sampled("8M", "", cmd, &plain, &under);
+}
+
+/* --- Redis: SET, GET, BGSAVE, redis-check-rdb, restart from the snapshot --- */
+
+#define REDIS_KEYS 150000
+
+static int redis_cli(int port, const char *args, const char *out_name)
+{
+    char line[1024];
+    snprintf(line, sizeof(line), "/usr/bin/redis-cli -p %d %s", port, args);
+    char *argv[] = {"/bin/sh", "-c", line, NULL};
+    return tl_run(argv, NULL, out_name ? tl_file(out_name) : NULL, NULL, 60);
+}
+
+static bool redis_says(int port, const char *args, const char *needle)
+{
+    if (redis_cli(port, args, "cli.out") != 0)
+        return false;
+    char *out = tl_read_file(tl_file("cli.out"));
+    bool yes = out && strstr(out, needle);
+    free(out);
+    return yes;
+}
+
+static pid_t redis_start(const char *conf, int port)
+{
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", port);
+    char *argv[] = {TL_LETHED,
+                    "-c",
+                    (char *)conf,
+                    "--",
+                    "/usr/bin/redis-server",
+                    "--port",
+                    portbuf,
+                    "--dir",
+                    (char *)tl_file("."),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    NULL};
+    int fd = open(tl_file("redis.err"), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    pid_t pid = tl_spawn(argv, NULL, -1, -1, fd);
+    close(fd);
+    for (int i = 0; i < 200 && !redis_says(port, "ping", "PONG"); i++)
+        usleep(50000);
+    char *err = tl_read_file(tl_file("redis.err"));
+    cr_assert(redis_says(port, "ping", "PONG"), "redis-server did not come up under lethed:\n%s",
+              err);
+    free(err);
+    return pid;
+}
+
+static void redis_stop(int port, pid_t pid)
+{
+    redis_cli(port, "shutdown nosave", NULL);
+    int status = tl_wait(pid, 60);
+    char *err = tl_read_file(tl_file("redis.err"));
+    cr_assert_eq(status, 0, "lethed with redis-server exited %d:\n%s", status, err);
+    free(err);
+}
+
+Test(runtimes, redis_bgsave_of_a_dataset_twice_the_cache)
+{
+    SKIP_HEAVY();
+    if (access("/usr/bin/redis-server", X_OK) != 0 || access("/usr/bin/redis-check-rdb", X_OK) != 0)
+        cr_skip_test("no /usr/bin/redis-server and redis-check-rdb (redis-server, redis-tools)");
+    int port = 20000 + (int)(getpid() % 20000);
+    /* SETs of about 40 MB of values, written as redis-cli --pipe reads them */
+    FILE *f = fopen(tl_file("load.resp"), "w");
+    char key[32], val[256];
+    for (int i = 0; i < REDIS_KEYS; i++) {
+        snprintf(key, sizeof(key), "key:%07d", i);
+        int n = snprintf(val, sizeof(val), "%0200d", i * 7919 % 100003);
+        fprintf(f, "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$%d\r\n%s\r\n", strlen(key), key, n, val);
+    }
+    fclose(f);
+    char conf[512]; /* tl_file's buffer is reused */
+    snprintf(conf, sizeof(conf), "%s", tl_config("run.conf", "16M", ""));
+    pid_t pid = redis_start(conf, port);
+    char args[256];
+    snprintf(args, sizeof(args), "--pipe < '%s'", tl_file("load.resp"));
+    cr_assert(redis_says(port, args, "errors: 0"), "the SETs failed");
+    /* slow the snapshot down, so that the parent's writes below race the child's reads */
+    cr_assert(redis_says(port, "config set rdb-key-save-delay 5", "OK"));
+    cr_assert(redis_says(port, "bgsave", "Background saving started"));
+    /* overwrite a third of the keys while the child writes the snapshot */
+    f = fopen(tl_file("over.resp"), "w");
+    for (int i = 0; i < REDIS_KEYS; i += 3) {
+        snprintf(key, sizeof(key), "key:%07d", i);
+        fprintf(f, "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$5\r\nnewer\r\n", strlen(key), key);
+    }
+    fclose(f);
+    snprintf(args, sizeof(args), "--pipe < '%s'", tl_file("over.resp"));
+    cr_assert(redis_says(port, args, "errors: 0"), "the overwriting SETs failed");
+    for (int i = 0; i < 600 && !redis_says(port, "info persistence", "rdb_bgsave_in_progress:0");
+         i++)
+        usleep(100000);
+    cr_assert(redis_says(port, "info persistence", "rdb_last_bgsave_status:ok"),
+              "BGSAVE failed under lethed");
+    cr_assert(redis_says(port, "get key:0000003", "newer"), "the parent's own write is lost");
+    redis_stop(port, pid);
+    char *err = tl_read_file(tl_file("redis.err"));
+    const char *line = err ? strstr(err, "lethed: `") : NULL;
+    const char *p = line ? strstr(line, "swap-ins ") : NULL;
+    cr_assert(p && strtol(p + strlen("swap-ins "), NULL, 10) > 0,
+              "redis's heap was not managed:\n%s", err);
+    free(err);
+
+    char check[512];
+    snprintf(check, sizeof(check), "/usr/bin/redis-check-rdb '%s' > '%s' 2>&1", tl_file("dump.rdb"),
+             tl_file("check.out"));
+    char *sh[] = {"/bin/sh", "-c", check, NULL};
+    int rc = tl_run(sh, NULL, NULL, NULL, 60);
+    char *out = tl_read_file(tl_file("check.out"));
+    cr_assert(rc == 0 && out && strstr(out, "RDB looks OK"), "redis-check-rdb:\n%s", out);
+    free(out);
+
+    /* restart from the snapshot (under lethed again): the values as of the fork */
+    pid = redis_start(conf, port);
+    char want[16];
+    snprintf(want, sizeof(want), "%d", REDIS_KEYS);
+    cr_assert(redis_says(port, "dbsize", want), "the snapshot lost keys");
+    for (int i = 0; i < REDIS_KEYS; i += 9973) {
+        snprintf(args, sizeof(args), "get key:%07d", i);
+        snprintf(val, sizeof(val), "%0200d", i * 7919 % 100003);
+        cr_assert(redis_says(port, args, val), "key %d does not hold its value at the fork", i);
+    }
+    redis_stop(port, pid);
 }

@@ -50,6 +50,8 @@ struct lethe_counters {
 /* A thread that faults pages in or evicts them: a vCPU, the rebalancer, or the control worker
  * (used under control_lock). Its scratch arrays carry one batch; they live here, not on the
  * stack, because signal-mode vCPUs run on a small alternate signal stack. */
+#define LETHE_MAX_FORK_READERS 64 /* forked children reading the parent's pages at once */
+
 struct lethe_worker {
     struct lethe_counters cnt;
     struct lethe_channel *ch;
@@ -63,6 +65,7 @@ struct lethe_worker {
     uint64_t slots[LETHE_MAX_BATCH];    /* per victim: its remote slot */
     uint64_t wslots[LETHE_MAX_BATCH];   /* the write batch: slots, compact */
     uint64_t newslots[LETHE_MAX_BATCH]; /* freshly allocated, or to be freed */
+    uint64_t oldslots[LETHE_MAX_BATCH]; /* slots a forked child may read, left for new ones */
     uint64_t sums[LETHE_MAX_BATCH];     /* per victim: its checksum (unless discarded) */
     const void *pages[LETHE_MAX_BATCH];
     int status[LETHE_MAX_BATCH];
@@ -118,6 +121,16 @@ struct lethe {
 
     struct lethe_slots slots;
     struct lethe_extents extents;
+
+    /* fork.c: forked children that read the parent's remote pages */
+    unsigned fork_inflight;       /* swapper operations running (atomic) */
+    bool forking;                 /* a fork() is between its prepare and parent handlers */
+    pthread_mutex_t fork_lock;    /* protects keepers[] */
+    int keepers[LETHE_MAX_FORK_READERS]; /* read ends: EOF once a child and its heirs are gone */
+    unsigned nkeepers;
+    int fork_pipe[2];             /* prepare -> parent/child handlers; -1: none this fork */
+    int keeper_fd;                /* in a child: the write end it holds; -1 elsewhere */
+    bool child_remote;            /* in a child: remote pages can be read (shm, local) */
 
     struct lethe_worker *workers; /* vcpus + 2: [vcpus] rebalancer, [vcpus+1] control */
     unsigned nworkers;
@@ -255,6 +268,15 @@ int lethe_core_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_
 int lethe_core_child_fault(void *core, struct lethe_vcpu *v, uint64_t vpn,
                            enum lethe_access access);
 void lethe_core_forked_child(void *core);
+
+/* fork.c. The swapper's operations (a fault served, a rebalancer cycle, a release or remap,
+ * a resize) run between lethe_op_begin and lethe_op_end; a fork waits until none runs, so a
+ * child never inherits a page in flight. Nested calls count once. */
+void lethe_op_begin(struct lethe *l);
+void lethe_op_end(struct lethe *l);
+/* Registers the fork handlers (lethe_start); lethe_fork_fini forgets l (teardown). */
+int lethe_fork_init(struct lethe *l);
+void lethe_fork_fini(struct lethe *l);
 void lethe_core_release(void *core, uint64_t vpn, uint64_t n);
 void lethe_core_remap(void *core, uint64_t from, uint64_t to, uint64_t n);
 /* Forgets [vpn, vpn+n): frames and slots freed, pages untouched. Returns the span of pages

@@ -342,8 +342,11 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
     if (n == 0)
         return 0;
 
-    /* Classify, checking the pages we would not write for writes the dirty scan missed. */
-    unsigned need = 0, late = 0;
+    /* Classify, checking the pages we would not write for writes the dirty scan missed.
+     * While a forked child may read the slots, a page written back leaves its slot as it is
+     * (the child's copy of the page) and takes a fresh one. */
+    bool keep_slots = lethe_slots_held(&l->slots);
+    unsigned need = 0, late = 0, nold = 0;
     for (unsigned k = 0; k < n; k++) {
         uint64_t wd = w->words[k];
         uint64_t slot = lethe_pte_slot(lethe_pte_of(l, w->vpns[k]));
@@ -355,6 +358,10 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         /* an unprotected page's write is found by content: not late */
         late += c == LETHE_EVICT_WRITE_LATE && !(wd & LETHE_PTE_UNPROT);
         w->cls[k] = (uint8_t)c;
+        if (is_write(c) && keep_slots && slot != LETHE_NO_SLOT) {
+            w->oldslots[nold++] = slot;
+            slot = LETHE_NO_SLOT;
+        }
         w->slots[k] = slot;
         if (is_write(c) && slot == LETHE_NO_SLOT)
             need++;
@@ -363,11 +370,16 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
     unsigned nw = 0;
     if (need) {
         int rc = lethe_slots_alloc(&l->slots, w->newslots, need);
+        if (rc < 0 && lethe_slots_zombies(&l->slots)) {
+            lethe_fork_reap(l); /* children that are gone may free what they kept */
+            rc = lethe_slots_alloc(&l->slots, w->newslots, need);
+        }
         if (rc < 0) {
             /* Remote memory is full: the pages that need a new slot stay parked; the clean
              * and fresh ones can still go. */
             n = keep_evictable(l, s, w, n);
             need = 0;
+            nold = 0; /* the pages that would have left them stay, with their old slots */
             if (n == 0) {
                 report_full(l, w);
                 return rc;
@@ -451,6 +463,8 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         lethe_error("cannot drop %u parking slots: %s", n, strerror(-rc));
     if (nfree)
         lethe_slots_free(&l->slots, w->newslots, nfree);
+    if (nold) /* kept while a forked child may read them (zombies) */
+        lethe_slots_free(&l->slots, w->oldslots, nold);
 
     lethe_shard_lock(s);
     for (unsigned k = 0; k < n; k++) {

@@ -293,12 +293,14 @@ int lethe_cache_resize(struct lethe *l, uint64_t frames)
     if (frames < LETHE_MIN_FRAMES || frames > l->frame_cap)
         return -EINVAL;
     pthread_mutex_lock(&l->resize_lock);
+    lethe_op_begin(l);
     uint64_t cur = lethe_load64(&l->frames_target);
     lethe_store64(&l->frames_target, frames);
     if (frames > cur)
         grow(l, frames - cur);
     else if (frames < cur)
         shrink(l, cur - frames);
+    lethe_op_end(l);
     pthread_mutex_unlock(&l->resize_lock);
     return 0;
 }

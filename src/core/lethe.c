@@ -147,6 +147,7 @@ static int transport_params(const struct lethe_config *cfg, unsigned max_batch,
 
 static void teardown(struct lethe *l)
 {
+    lethe_fork_fini(l);
     lethe_rebalancer_stop(l);
     if (l->region)
         lethe_region_destroy(l->region);
@@ -185,6 +186,8 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     pthread_mutex_init(&l->retire_lock, NULL);
     pthread_mutex_init(&l->resize_lock, NULL);
     pthread_mutex_init(&l->control_lock, NULL);
+    pthread_mutex_init(&l->fork_lock, NULL);
+    l->keeper_fd = l->fork_pipe[0] = l->fork_pipe[1] = -1;
     lethe_list_init(&l->retired);
     int rc = -EINVAL;
 
@@ -298,6 +301,8 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     }
     l->recycle = lethe_region_has_move(region);
     __atomic_store_n(&l->region, region, __ATOMIC_RELEASE);
+    if ((rc = lethe_fork_init(l)) < 0) /* after the region's: its child handler runs first */
+        goto fail;
     rc = lethe_extents_init(&l->extents, l->region_pages,
                             (uint64_t)(uintptr_t)lethe_region_base(l->region) >> LETHE_PAGE_SHIFT);
     if (rc < 0)

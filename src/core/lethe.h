@@ -123,6 +123,12 @@ int lethe_pin(struct lethe *l, const void *addr);
 /* Lets the page pinned under token go (a negative token is ignored). */
 void lethe_unpin(struct lethe *l, int token);
 
+/* Forked children (see docs/SWAPPER.md, "Fork"): lets go of the remote slots that children
+ * which have exited or exec'd kept (any thread; cheap when there are none). */
+void lethe_fork_reap(struct lethe *l);
+/* In a forked child: the descriptor that keeps the parent's slots for it (to be left open by
+ * close wrappers), else -1. */
+int lethe_fork_keeper(const struct lethe *l);
 void lethe_get_stats(struct lethe *l, struct lethe_stats *out);
 unsigned lethe_shard_count(const struct lethe *l);
 void lethe_get_shard_stats(struct lethe *l, unsigned shard, struct lethe_shard_stats *out);

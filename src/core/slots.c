@@ -34,6 +34,9 @@ int lethe_slots_init(struct lethe_slots *s, uint64_t nslots)
         s->bitmap[s->nwords - 1] = ~0ULL << (nslots % 64);
     s->used = 0;
     s->cursor = 0;
+    s->readers = 0;
+    s->zombies = NULL;
+    s->nzombies = 0;
     pthread_mutex_init(&s->lock, NULL);
     return 0;
 }
@@ -43,6 +46,9 @@ void lethe_slots_destroy(struct lethe_slots *s)
     if (s->bitmap) {
         munmap(s->bitmap, s->bytes);
         munmap(s->sums, s->sums_bytes);
+        if (s->zombies)
+            munmap(s->zombies, s->bytes);
+        s->zombies = NULL;
         s->bitmap = NULL;
         s->sums = NULL;
         pthread_mutex_destroy(&s->lock);
@@ -88,6 +94,13 @@ void lethe_slots_free(struct lethe_slots *s, const uint64_t *slots, unsigned n)
             lethe_error("remote slot %llu freed but not allocated (bug)", (unsigned long long)slot);
             continue;
         }
+        if (s->readers) { /* a forked child may still read it: keep it */
+            if (!(s->zombies[slot / 64] & bit)) {
+                s->zombies[slot / 64] |= bit;
+                __atomic_store_n(&s->nzombies, s->nzombies + 1, __ATOMIC_RELAXED);
+            }
+            continue;
+        }
         s->bitmap[slot / 64] &= ~bit;
         lethe_slot_set_sum(s, slot, 0); /* what it holds belongs to nobody now */
         freed++;
@@ -99,4 +112,53 @@ void lethe_slots_free(struct lethe_slots *s, const uint64_t *slots, unsigned n)
 uint64_t lethe_slots_used(const struct lethe_slots *s)
 {
     return __atomic_load_n(&s->used, __ATOMIC_RELAXED);
+}
+
+int lethe_slots_hold(struct lethe_slots *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int rc = 0;
+    if (!s->zombies) {
+        void *m = mmap(NULL, s->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            rc = -ENOMEM;
+        else
+            s->zombies = m;
+    }
+    if (rc == 0)
+        __atomic_store_n(&s->readers, s->readers + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void lethe_slots_unhold(struct lethe_slots *s)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->readers == 0) {
+        pthread_mutex_unlock(&s->lock);
+        lethe_error("remote slots released by more children than held them (bug)");
+        return;
+    }
+    __atomic_store_n(&s->readers, s->readers - 1, __ATOMIC_RELEASE);
+    if (s->readers == 0 && s->nzombies) {
+        uint64_t freed = 0;
+        for (uint64_t w = 0; w < s->nwords; w++) {
+            uint64_t z = s->zombies[w];
+            if (!z)
+                continue;
+            s->bitmap[w] &= ~z;
+            for (uint64_t bits = z; bits; bits &= bits - 1)
+                lethe_slot_set_sum(s, w * 64 + (uint64_t)__builtin_ctzll(bits), 0);
+            freed += (uint64_t)__builtin_popcountll(z);
+            s->zombies[w] = 0;
+        }
+        __atomic_store_n(&s->nzombies, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->used, s->used - freed, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t lethe_slots_zombies(const struct lethe_slots *s)
+{
+    return __atomic_load_n(&s->nzombies, __ATOMIC_RELAXED);
 }

@@ -16,11 +16,17 @@
  * slot. The checksum is accessed by the owner of the page that holds the slot (the page-table
  * claim and publish order those accesses), and reset under the mutex, which orders it before
  * the slot's next allocation.
+ *
+ * Forked children read the parent's slots (core/fork.c). While any child that may still read
+ * them lives (lethe_slots_hold), no slot changes: a freed slot becomes a *zombie* (still in
+ * use, content kept) and a page written back goes to a fresh slot (the write path asks
+ * lethe_slots_held); the last lethe_slots_unhold frees the zombies.
  */
 #ifndef LETHE_SLOTS_H
 #define LETHE_SLOTS_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +40,9 @@ struct lethe_slots {
     size_t bytes;    /* size of the bitmap mapping */
     uint64_t *sums;  /* per slot: checksum of its content (0: unknown) */
     size_t sums_bytes;
+    unsigned readers;  /* forked children that may read the slots (atomic reads) */
+    uint64_t *zombies; /* bit set: freed while readers > 0 (mapped at the first hold) */
+    uint64_t nzombies;
 };
 
 int lethe_slots_init(struct lethe_slots *s, uint64_t nslots);
@@ -43,6 +52,17 @@ int lethe_slots_alloc(struct lethe_slots *s, uint64_t *out, unsigned n);
 /* Frees n slots (each must be allocated; a bad slot is reported and ignored). */
 void lethe_slots_free(struct lethe_slots *s, const uint64_t *slots, unsigned n);
 uint64_t lethe_slots_used(const struct lethe_slots *s);
+/* A forked child may read the slots from now on: keep every slot's content. 0 or -ENOMEM. */
+int lethe_slots_hold(struct lethe_slots *s);
+/* That child is gone; the last one frees the zombies. */
+void lethe_slots_unhold(struct lethe_slots *s);
+/* Whether a child may read the slots: a write-back must then take a fresh slot. */
+static inline bool lethe_slots_held(const struct lethe_slots *s)
+{
+    return __atomic_load_n(&s->readers, __ATOMIC_ACQUIRE) != 0;
+}
+/* Slots freed while held, still kept. */
+uint64_t lethe_slots_zombies(const struct lethe_slots *s);
 
 /* The checksum of slot `slot`'s content (0 when unknown). Called by the owner of the page that
  * holds the slot. */

@@ -266,11 +266,21 @@ static int fault_mapped(struct lethe *l, struct lethe_worker *w, uint64_t vpn, s
     return install_failed(l, w, vpn, rc, "install a zero page");
 }
 
+static int serve_fault(struct lethe *l, struct lethe_vcpu *v, uint64_t vpn);
+
 int lethe_core_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_access access)
 {
     struct lethe *l = core;
-    struct lethe_worker *w = v->core;
     (void)access;
+    lethe_op_begin(l);
+    int rc = serve_fault(l, v, vpn);
+    lethe_op_end(l);
+    return rc;
+}
+
+static int serve_fault(struct lethe *l, struct lethe_vcpu *v, uint64_t vpn)
+{
+    struct lethe_worker *w = v->core;
     if (vpn >= l->region_pages)
         return -EFAULT;
     LETHE_COUNT(&w->cnt, faults, 1);
@@ -330,6 +340,29 @@ void lethe_core_forked_child(void *core)
     pthread_mutex_init(&l->extents.lock, NULL);
 }
 
+/* A page that was out at the fork, read from its slot, which the parent keeps as it was for
+ * as long as this child (or a child of it) lives (fork.c). */
+static int child_swap_in(struct lethe *l, struct lethe_vcpu *v, uint64_t vpn)
+{
+    struct lethe_worker *w = v->core;
+    uint64_t slot = lethe_pte_slot(lethe_pte_of(l, vpn));
+    int rc = lethe_channel_read(w->ch, slot, v->staging);
+    if (rc < 0) {
+        lethe_error("page 0x%llx (vpn %llu): forked child cannot read slot %llu: %s",
+                    page_addr(l, vpn), (unsigned long long)vpn, (unsigned long long)slot,
+                    lethe_channel_error(w->ch));
+        return rc;
+    }
+    if (lethe_page_checksum(v->staging) != lethe_slot_sum(&l->slots, slot)) {
+        lethe_error("page 0x%llx (vpn %llu): forked child read slot %llu from %s: checksum "
+                    "mismatch, remote copy corrupted or changed",
+                    page_addr(l, vpn), (unsigned long long)vpn, (unsigned long long)slot,
+                    lethe_transport_describe(l->transport));
+        return -EIO;
+    }
+    return lethe_page_install(lethe_rgn(l), vpn, v->staging);
+}
+
 int lethe_core_child_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_access access)
 {
     struct lethe *l = core;
@@ -349,9 +382,22 @@ int lethe_core_child_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum 
         rc = lethe_page_install(lethe_rgn(l), vpn,
                                 lethe_region_slot(lethe_rgn(l), lethe_pte_frame(wd)));
         break;
+    case LETHE_PS_REMOTE:
+        if (l->child_remote) {
+            rc = child_swap_in(l, v, vpn);
+            break;
+        }
+        lethe_error("page 0x%llx (vpn %llu): a forked child cannot reach remote memory over %s "
+                    "(%s); exec or _exit after fork, or use transport = shm",
+                    page_addr(l, vpn), (unsigned long long)vpn,
+                    lethe_transport_describe(l->transport),
+                    lethe_transport_fork_readable(l->transport)
+                        ? "too many children were reading it at the fork"
+                        : "the child would need a connection of its own");
+        return -EFAULT;
     default:
-        lethe_error("page 0x%llx (vpn %llu): forked child cannot reach remote memory (%s); "
-                    "exec or _exit after fork",
+        lethe_error("page 0x%llx (vpn %llu): was in flight when the process forked; a forked "
+                    "child cannot finish its move (%s)",
                     page_addr(l, vpn), (unsigned long long)vpn,
                     lethe_transport_describe(l->transport));
         return -EFAULT;
@@ -472,7 +518,9 @@ void lethe_core_release(void *core, uint64_t vpn, uint64_t n)
     if (l->child)
         return;
     uint64_t first, end;
+    lethe_op_begin(l);
     lethe_release_range(l, vpn, n, &first, &end);
+    lethe_op_end(l);
 }
 
 /* Moves one entry: the destination is made untouched first, then takes the source's state,
@@ -519,6 +567,7 @@ void lethe_core_remap(void *core, uint64_t from, uint64_t to, uint64_t n)
         n > l->region_pages - to)
         return;
     struct slot_buf sb = {.n = 0};
+    lethe_op_begin(l);
     if (to > from) {
         for (uint64_t i = n; i-- > 0;)
             remap_one(l, from + i, to + i, &sb);
@@ -528,4 +577,5 @@ void lethe_core_remap(void *core, uint64_t from, uint64_t to, uint64_t n)
     }
     if (sb.n)
         lethe_slots_free(&l->slots, sb.slots, sb.n);
+    lethe_op_end(l);
 }

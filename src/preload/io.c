@@ -70,11 +70,14 @@
 #define MAX_BUDGET     (128 * 1024)
 #define MAX_IOV_COPIED 1024
 
-/* The runtime when the calling thread's buffers need care: signal delivery, runtime up. */
+/* The runtime when the calling thread's buffers need care: signal delivery, runtime up; or a
+ * forked child, whose region is served by SIGBUS whatever the parent's delivery (fork.c). */
 struct lethe *io_signal_mode(void)
 {
     struct lethe *l = preload_lethe();
-    if (!l || preload_config()->fault_delivery != LETHE_DELIVERY_SIGNAL)
+    if (!l)
+        return NULL;
+    if (preload_config()->fault_delivery != LETHE_DELIVERY_SIGNAL && !preload_in_forked_child())
         return NULL;
     return l;
 }

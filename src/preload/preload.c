@@ -71,6 +71,11 @@ bool preload_in_started_process(void)
     return preload_lethe() && !forked_child && getpid() == started_pid;
 }
 
+bool preload_in_forked_child(void)
+{
+    return preload_lethe() && forked_child;
+}
+
 bool preload_in_vforked_child(void)
 {
     return preload_lethe() && !forked_child && getpid() != started_pid;

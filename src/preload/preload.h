@@ -45,6 +45,8 @@ struct lethe *preload_lethe(void);
 bool preload_in_started_process(void);
 /* Whether the caller is a child that shares the started process's memory without having run
  * the fork handlers (vfork, posix_spawn, clone with CLONE_VM). */
+/* In a child forked without exec (the region is then served by SIGBUS). */
+bool preload_in_forked_child(void);
 bool preload_in_vforked_child(void);
 /* The configuration in effect (valid once preload_lethe() is non-NULL). */
 const struct lethe_config *preload_config(void);

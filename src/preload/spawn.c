@@ -361,13 +361,18 @@ int system(const char *command)
     return rc;
 }
 
-/* The runtime's descriptors that a vforked child in signal mode must keep, sorted; 0 when the
- * caller is not such a child (then nothing is kept). */
+/* The runtime's descriptors that the caller must keep, sorted: in a forked child the one that
+ * keeps the parent's remote slots for it; in a vforked child in signal mode the runtime's
+ * own. 0 when there are none (then nothing is kept). */
 static unsigned kept_fds(int *fds, unsigned max)
 {
-    if (!io_signal_mode() || !preload_in_vforked_child())
-        return 0;
-    unsigned n = lethe_fault_own_fds(fds, max);
+    unsigned n = 0;
+    /* a forked child's hold on the parent's remote slots (core/fork.c) */
+    int keeper = lethe_fork_keeper(preload_lethe());
+    if (keeper >= 0)
+        fds[n++] = keeper;
+    if (io_signal_mode() && preload_in_vforked_child())
+        n += lethe_fault_own_fds(fds + n, max - n);
     for (unsigned i = 1; i < n; i++) /* insertion sort: a handful of entries */
         for (unsigned j = i; j > 0 && fds[j - 1] > fds[j]; j--) {
             int t = fds[j];

@@ -197,6 +197,7 @@ static void *stats_main(void *arg)
         if (__atomic_load_n(&forgotten, __ATOMIC_RELAXED))
             break;
         serve_request(l);
+        lethe_fork_reap(l); /* forked children that are gone release the slots they kept */
         if (++tick % TICKS_PER_UPDATE == 0)
             publish(l, LETHE_STATS_RUNNING);
     }

@@ -106,6 +106,7 @@ static int local_write_batch(struct lethe_channel *ch, const uint64_t *slots,
 
 const struct lethe_transport_ops lethe_transport_local_ops = {
     .name = "local",
+    .fork_readable = true,
     .open = local_open,
     .close = local_close,
     .channel_open = local_channel_open,

@@ -162,6 +162,7 @@ static int shm_write_batch(struct lethe_channel *ch, const uint64_t *slots,
 
 const struct lethe_transport_ops lethe_transport_shm_ops = {
     .name = "shm",
+    .fork_readable = true,
     .open = shm_kind_open,
     .close = shm_kind_close,
     .channel_open = shm_channel_open,

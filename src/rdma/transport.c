@@ -63,6 +63,11 @@ uint64_t lethe_transport_pages(const struct lethe_transport *t)
     return t->pages;
 }
 
+bool lethe_transport_fork_readable(const struct lethe_transport *t)
+{
+    return t && t->ops->fork_readable;
+}
+
 const char *lethe_transport_describe(const struct lethe_transport *t)
 {
     return t->describe;

@@ -23,6 +23,7 @@
 #ifndef LETHE_TRANSPORT_H
 #define LETHE_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/config.h"
@@ -51,6 +52,9 @@ void lethe_transport_close(struct lethe_transport *t);
 uint64_t lethe_transport_pages(const struct lethe_transport *t);
 /* "shm /tmp/lethe-memnode.sock", "tcp 127.0.0.1:7400", "local", ... */
 const char *lethe_transport_describe(const struct lethe_transport *t);
+/* Whether a forked child can read the remote slots through this process's channels (local,
+ * shm: the remote memory is mapped here; tcp, verbs: a connection cannot be shared). */
+bool lethe_transport_fork_readable(const struct lethe_transport *t);
 
 int lethe_channel_open(struct lethe_transport *t, unsigned vcpu, struct lethe_channel **out);
 void lethe_channel_close(struct lethe_channel *ch);

@@ -26,6 +26,9 @@ struct lethe_channel {
 
 struct lethe_transport_ops {
     const char *name;
+    /* A forked child can read slots through the parent's channels: the remote memory is
+     * mapped in the process (local, shm), no connection is shared. */
+    bool fork_readable;
     /* Connect, authenticate, obtain the region; set t->pages and t->priv. */
     int (*open)(struct lethe_transport *t);
     void (*close)(struct lethe_transport *t);

@@ -208,7 +208,9 @@ static void *rebalancer_main(void *arg)
         lethe_store64(&l->period_us, st.period_us);
         lethe_store64(&l->pressure_events, st.pressure_events);
         lethe_store64(&l->relax_events, st.relax_events);
+        lethe_op_begin(l);
         lethe_rebalancer_cycle(l, w);
+        lethe_op_end(l);
     }
     return NULL;
 }
