@@ -11,6 +11,7 @@
 
 #include "../src/lethed/control.c"
 #include "../src/lethed/report.c"
+#include "../src/lethed/account.c"
 
 struct fake {
     struct lethed_session s;
@@ -287,4 +288,59 @@ Test(control_unit, a_port_in_use_is_an_error)
     cr_assert_eq(lethed_control_start(&s, "no-port", &c), -EINVAL);
     event_base_free(s.base);
     close(fd);
+}
+
+/* --- the account of resident memory (account.c) --- */
+
+Test(control_unit, smaps_are_split_into_cache_node_memory_and_the_rest)
+{
+    static const char smaps[] =
+        "55d0c0000000-55d0c0021000 rw-p 00000000 00:00 0                          [heap]\n"
+        "Size:                132 kB\n"
+        "Rss:                 100 kB\n"
+        "Anonymous:           100 kB\n"
+        "7f0000000000-7f0100000000 rw-p 00000000 00:00 0 \n"
+        "Rss:                8192 kB\n"
+        "Anonymous:          8192 kB\n"
+        "7f0200000000-7f0200100000 rw-p 00000000 00:00 0 \n"
+        "Rss:                 512 kB\n"
+        "Anonymous:           512 kB\n"
+        "7f0300000000-7f0400000000 rw-s 00000000 00:01 1234                       "
+        "/memfd:lethe-region-1 (deleted)\n"
+        "Rss:               40960 kB\n"
+        "Anonymous:             0 kB\n"
+        "7f0500000000-7f0504000000 rw-s 00000000 00:01 99                         "
+        "/dev/zero (deleted)\n"
+        "Rss:               65536 kB\n"
+        "Anonymous:             0 kB\n"
+        "7f0600000000-7f0600200000 r-xp 00000000 08:01 77                         "
+        "/usr/lib/libx.so\n"
+        "Rss:                1024 kB\n"
+        "Anonymous:             0 kB\n"
+        "VmFlags: rd ex mr mw me sd\n";
+    FILE *f = fmemopen((void *)smaps, sizeof(smaps) - 1, "r");
+    struct lethed_account_sample s;
+    /* region 0x7f0000000000 (4 GiB), parking 0x7f0200000000 (1 MiB) */
+    cr_assert_eq(
+        lethed_account_parse(f, 0x7f0000000000ULL, 4ULL << 30, 0x7f0200000000ULL, 1ULL << 20, &s),
+        0);
+    fclose(f);
+    cr_assert_eq(s.cache, (8192 + 512) * 1024ULL, "region and parking");
+    cr_assert_eq(s.node, 40960 * 1024ULL, "the memory node's shared memory");
+    cr_assert_eq(s.outside, (100 + 65536 + 1024) * 1024ULL);
+    cr_assert_eq(s.anon_outside, 100 * 1024ULL, "only the heap is anonymous outside");
+    cr_assert_eq(s.rss, s.cache + s.node + s.outside);
+    cr_assert_str_eq(s.top[0].name, "/dev/zero (deleted)", "the largest unmanaged mapping first");
+    cr_assert_eq(s.top[0].start, 0x7f0500000000ULL);
+    cr_assert_str_eq(s.top[1].name, "/usr/lib/libx.so");
+    cr_assert_str_eq(s.top[2].name, "[heap]");
+}
+
+Test(control_unit, smaps_without_a_mapping_are_refused)
+{
+    static const char junk[] = "nothing here\nRss: 4 kB\n";
+    FILE *f = fmemopen((void *)junk, sizeof(junk) - 1, "r");
+    struct lethed_account_sample s;
+    cr_assert_eq(lethed_account_parse(f, 0, 0, 0, 0, &s), -EINVAL);
+    fclose(f);
 }

@@ -394,3 +394,56 @@ Test(runtimes, redis_bgsave_of_a_dataset_twice_the_cache)
     }
     redis_stop(port, pid);
 }
+
+/* --- the account of what is managed --- */
+
+Test(runtimes, memory_the_kernel_keeps_is_reported_and_warned_about_once)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("no /usr/bin/python3");
+    /* 64 MiB of shared anonymous memory: never placed in the region */
+    char *cmd[] = {"/usr/bin/python3", "-c",
+                   "import mmap, time\n"
+                   "m = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_SHARED)\n"
+                   "for i in range(0, 64 << 20, 4096): m[i] = 1\n"
+                   "time.sleep(1.5)\n"
+                   "print('done')\n",
+                   NULL};
+    const char *conf = tl_config("run.conf", "16M", "");
+    char *argv[] = {TL_LETHED, "-c", (char *)conf, "--", cmd[0], cmd[1], cmd[2], NULL};
+    cr_assert_eq(tl_run(argv, NULL, NULL, tl_file("lethe.err"), 60), 0);
+    char *err = tl_read_file(tl_file("lethe.err"));
+    const char *warn = strstr(err, "resident are outside Lethe's cache, not managed; largest: ");
+    cr_assert(warn && strstr(warn, "/dev/zero (deleted) (64 MiB)"),
+              "the warning names the shared mapping:\n%s", err);
+    cr_assert_null(strstr(warn + 1, "resident are outside Lethe's cache"), "said once:\n%s", err);
+    const char *line = strstr(err, "lethed: `");
+    const char *outside = line ? strstr(line, "KiB outside the cache") : NULL;
+    cr_assert(outside, "the final line has the account:\n%s", err);
+    const char *p = outside;
+    while (p > line && p[-1] != ' ')
+        p--;
+    while (p > line && p[-1] == ' ')
+        p--;
+    while (p > line && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    cr_assert_geq(strtol(p, NULL, 10), 64 * 1024, "at least the 64 MiB mapping:\n%s", line);
+    free(err);
+}
+
+Test(runtimes, a_malloc_heap_is_managed_and_draws_no_warning)
+{
+    const char *conf = tl_config("run.conf", "8M", "");
+    char *argv[] = {TL_LETHED, "-c", (char *)conf, "--", TL_PROG("app_mixed"), "32", NULL};
+    cr_assert_eq(tl_run(argv, NULL, NULL, tl_file("lethe.err"), 60), 0);
+    char *err = tl_read_file(tl_file("lethe.err"));
+    cr_assert_null(strstr(err, "outside Lethe's cache, not managed"), "no warning:\n%s", err);
+    const char *line = strstr(err, "lethed: `");
+    const char *pct = line ? strstr(line, "% of its anonymous memory managed") : NULL;
+    cr_assert(pct, "the final line has the share:\n%s", err);
+    const char *p = pct;
+    while (p > line && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    cr_assert_geq(strtol(p, NULL, 10), 80, "most of it managed:\n%s", line);
+    free(err);
+}

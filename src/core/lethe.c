@@ -488,6 +488,14 @@ size_t lethe_extent_foreign_span(struct lethe *l, void *addr, size_t size, bool 
     return span == n ? size : span << LETHE_PAGE_SHIFT;
 }
 
+void lethe_get_ranges(const struct lethe *l, uint64_t *region, uint64_t *region_size,
+                      uint64_t *park, uint64_t *park_size)
+{
+    *region = *region_size = *park = *park_size = 0;
+    if (l && l->region)
+        lethe_region_ranges(l->region, region, region_size, park, park_size);
+}
+
 int lethe_in_region(const struct lethe *l, const void *addr)
 {
     return l && l->region && lethe_region_vpn(l->region, addr) != UINT64_MAX;

@@ -129,6 +129,9 @@ void lethe_fork_reap(struct lethe *l);
 /* In a forked child: the descriptor that keeps the parent's slots for it (to be left open by
  * close wrappers), else -1. */
 int lethe_fork_keeper(const struct lethe *l);
+/* Where the region and the parking area lie (for lethed's account of resident memory). */
+void lethe_get_ranges(const struct lethe *l, uint64_t *region, uint64_t *region_size,
+                      uint64_t *park, uint64_t *park_size);
 void lethe_get_stats(struct lethe *l, struct lethe_stats *out);
 unsigned lethe_shard_count(const struct lethe *l);
 void lethe_get_shard_stats(struct lethe *l, unsigned shard, struct lethe_shard_stats *out);

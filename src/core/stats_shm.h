@@ -29,7 +29,7 @@
 #include "core/lethe.h"
 
 #define LETHE_STATS_SHM_MAGIC   0x3154535348544c45ULL /* "ELTHSST1" little endian */
-#define LETHE_STATS_SHM_VERSION 1u
+#define LETHE_STATS_SHM_VERSION 2u
 /* Snapshots older than this (monotonic clock) count as stale for /health. */
 #define LETHE_STATS_FRESH_NS (2ULL * 1000 * 1000 * 1000)
 
@@ -49,6 +49,8 @@ struct lethe_stats_snapshot {
     uint64_t started_ns; /* CLOCK_MONOTONIC when the runtime came up */
     uint64_t cache_size; /* bytes of local cache now */
     uint64_t nshards;
+    /* the region and the parking area (lethed reads the program's smaps against them) */
+    uint64_t region_base, region_size, park_base, park_size;
     struct lethe_stats stats;
     char paths[256]; /* lethe_paths() */
     char error[256]; /* why the runtime failed (state FAILED) */

@@ -124,6 +124,9 @@ int lethe_region_create(const struct lethe_region_params *p, const struct lethe_
 void lethe_region_destroy(struct lethe_region *r);
 
 void *lethe_region_base(const struct lethe_region *r);
+/* The two big mappings: the region, and the parking area (slots and scratch pages). */
+void lethe_region_ranges(const struct lethe_region *r, uint64_t *base, uint64_t *size,
+                         uint64_t *park, uint64_t *park_size);
 uint64_t lethe_region_pages(const struct lethe_region *r);
 unsigned lethe_region_vcpus(const struct lethe_region *r);
 struct lethe_vcpu *lethe_region_vcpu(struct lethe_region *r, unsigned id);

@@ -395,6 +395,15 @@ void lethe_region_destroy(struct lethe_region *r)
     munmap(r, sizeof(*r));
 }
 
+void lethe_region_ranges(const struct lethe_region *r, uint64_t *base, uint64_t *size,
+                         uint64_t *park, uint64_t *park_size)
+{
+    *base = (uint64_t)(uintptr_t)r->base;
+    *size = r->size;
+    *park = (uint64_t)(uintptr_t)r->park;
+    *park_size = r->park_size;
+}
+
 void *lethe_region_base(const struct lethe_region *r)
 {
     return r->base;

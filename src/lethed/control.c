@@ -92,6 +92,9 @@ static void send_rendered(struct lethed_control *c, struct evhttp_request *req,
                                      const struct lethe_stats_snapshot *, bool))
 {
     bool have = lethe_stats_shm_read(c->s->shm, c->snap) == 0;
+    if (c->s->running) /* at most once a second: smaps walks the page tables */
+        lethed_account_update(&c->s->account, (int)c->s->pid, have ? c->snap : NULL, c->s->command,
+                              false);
     char *data = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&data, &len);

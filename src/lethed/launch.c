@@ -71,6 +71,8 @@ struct run {
     sigset_t orig_mask;
     int sigfd;
     struct event *sig_event;
+    struct event *account_timer;
+    struct lethe_stats_snapshot *account_snap; /* scratch for the timer: big, not on the stack */
     struct lethed_control *control;
     struct lethe_config effective;
 };
@@ -209,8 +211,9 @@ static int start_embedded_memnode(struct run *r)
         s->memnode = NULL;
         return rc;
     }
-    const char *addr = cfg->transport == LETHE_TRANSPORT_SHM ? lethe_memnode_unix_path(s->memnode)
-                                                       : lethe_memnode_tcp_address(s->memnode);
+    const char *addr = cfg->transport == LETHE_TRANSPORT_SHM
+                           ? lethe_memnode_unix_path(s->memnode)
+                           : lethe_memnode_tcp_address(s->memnode);
     snprintf(s->memnode_address, sizeof(s->memnode_address), "%s", addr);
     lethe_info("embedded memory node on %s (%s transport)", s->memnode_address,
                lethe_transport_name(cfg->transport));
@@ -297,6 +300,19 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
         lethe_info("forwarding %s to the program (pid %d)", strsignal(sig), (int)r->s.pid);
         kill(r->s.pid, sig);
     }
+}
+
+/* About once a second while the program runs: what it holds resident (account.h). */
+static void on_account_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct run *r = arg;
+    if (!r->s.running)
+        return;
+    bool have = lethe_stats_shm_read(r->s.shm, r->account_snap) == 0;
+    lethed_account_update(&r->s.account, (int)r->s.pid, have ? r->account_snap : NULL, r->s.command,
+                          true);
 }
 
 static int setup_signals(struct run *r)
@@ -395,6 +411,9 @@ static void print_final_line(struct run *r)
 
 static void teardown(struct run *r)
 {
+    if (r->account_timer)
+        event_free(r->account_timer);
+    free(r->account_snap);
     if (r->control)
         lethed_control_stop(r->control);
     if (r->sig_event)
@@ -483,6 +502,13 @@ static int prepare(struct run *r, int argc, char **argv)
     r->sig_event = event_new(s->base, r->sigfd, EV_READ | EV_PERSIST, on_signal, r);
     if (!r->sig_event || event_add(r->sig_event, NULL) != 0) {
         lethe_error("cannot watch signals");
+        return 1;
+    }
+    struct timeval every = {.tv_sec = 0, .tv_usec = 1000000 - 1};
+    r->account_snap = calloc(1, sizeof(*r->account_snap));
+    r->account_timer = event_new(s->base, -1, EV_PERSIST, on_account_timer, r);
+    if (!r->account_snap || !r->account_timer || event_add(r->account_timer, &every) != 0) {
+        lethe_error("cannot start sampling the program's memory");
         return 1;
     }
     char shm_spec[32], control[LETHE_ADDR_MAX + 16];

@@ -204,6 +204,31 @@ static void json_config(FILE *out, const struct lethe_config *c)
     fputs("}", out);
 }
 
+/* The program's resident memory as lethed last sampled it (account.h); null before. */
+static void json_account(FILE *out, const struct lethed_account *a)
+{
+    if (!a->valid) {
+        fputs("null", out);
+        return;
+    }
+    const struct lethed_account_sample *m = &a->last;
+    fprintf(out,
+            "{\"rss\": %" PRIu64 ", \"rss_peak\": %" PRIu64 ", \"cache_rss\": %" PRIu64
+            ", \"node_shm_rss\": %" PRIu64 ", \"outside_cache\": %" PRIu64
+            ", \"outside_cache_peak\": %" PRIu64 ", \"anon_outside\": %" PRIu64
+            ", \"managed_share\": %.4f, \"largest_unmanaged\": [",
+            m->rss - m->node, a->rss_peak, m->cache, m->node, m->outside, a->outside_peak,
+            m->anon_outside, a->managed_share);
+    for (unsigned i = 0; i < LETHED_ACCOUNT_TOP && m->top[i].rss; i++) {
+        fprintf(out,
+                "%s{\"start\": %" PRIu64 ", \"end\": %" PRIu64 ", \"rss\": %" PRIu64 ", \"name\": ",
+                i ? ", " : "", m->top[i].start, m->top[i].end, m->top[i].rss);
+        lethed_json_string(out, m->top[i].name);
+        fputc('}', out);
+    }
+    fputs("]}", out);
+}
+
 void lethed_report_json(FILE *out, const struct lethed_session *s,
                         const struct lethe_stats_snapshot *snap, bool have_snap)
 {
@@ -236,7 +261,9 @@ void lethed_report_json(FILE *out, const struct lethed_session *s,
     } else {
         json_key_str(out, "state", "unknown", false);
     }
-    fputs("},\n  \"config\": ", out);
+    fputs("},\n  \"memory\": ", out);
+    json_account(out, &s->account);
+    fputs(",\n  \"config\": ", out);
     json_config(out, s->cfg);
     fputs(",\n  \"files\": {", out);
     json_key_str(out, "liblethe", s->preload_path, false);
@@ -321,6 +348,24 @@ void lethed_report_prometheus(FILE *out, const struct lethed_session *s,
                   "Time since lethed launched the program.");
     metric_value(out, "lethe_program_runtime_seconds",
                  s->pid ? seconds_between(s->launched_ns, s->running ? now : s->exited_ns) : 0);
+    const struct lethed_account *a = &s->account;
+    if (a->valid) {
+        const struct lethed_account_sample *m = &a->last;
+        metric_header(out, "lethe_program_resident_bytes", "gauge",
+                      "The program's resident memory (smaps Rss, the memory node's shared "
+                      "memory left out), last sampled.");
+        metric_u64(out, "lethe_program_resident_bytes", m->rss - m->node);
+        metric_header(out, "lethe_program_resident_peak_bytes", "gauge",
+                      "Largest resident memory sampled.");
+        metric_u64(out, "lethe_program_resident_peak_bytes", a->rss_peak);
+        metric_header(out, "lethe_resident_outside_cache_bytes", "gauge",
+                      "Resident memory outside Lethe's cache (not managed).");
+        metric_u64(out, "lethe_resident_outside_cache_bytes", m->outside);
+        metric_header(out, "lethe_managed_anon_ratio", "gauge",
+                      "Share of the program's anonymous memory Lethe manages (cache and remote "
+                      "pages over those plus anonymous memory outside the region).");
+        metric_value(out, "lethe_managed_anon_ratio", a->managed_share);
+    }
     if (!have_snap)
         return;
     metric_header(out, "lethe_stats_age_seconds", "gauge",
@@ -397,5 +442,11 @@ void lethed_report_final_line(FILE *out, const struct lethed_session *s,
                 snap->cache_size / 1024);
     else if (have_snap && snap->state == LETHE_STATS_FAILED)
         fprintf(out, "; the runtime failed: %s", snap->error);
+    if (s->account.valid)
+        fprintf(out,
+                "; resident peak %" PRIu64 " KiB, %" PRIu64 " KiB outside the cache, %.0f%% of "
+                "its anonymous memory managed",
+                s->account.rss_peak / 1024, s->account.outside_peak / 1024,
+                100.0 * s->account.managed_share);
     fputc('\n', out);
 }

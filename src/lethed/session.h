@@ -16,6 +16,7 @@
 
 #include "core/config.h"
 #include "core/stats_shm.h"
+#include "lethed/account.h"
 
 struct event_base;
 struct lethe_memnode;
@@ -44,6 +45,7 @@ struct lethed_session {
     int wait_status;      /* from waitpid, once reaped */
     uint64_t launched_ns; /* CLOCK_MONOTONIC */
     uint64_t exited_ns;
+    struct lethed_account account; /* its resident memory, sampled about once a second */
 
     /* lethed itself */
     uint64_t started_ns;

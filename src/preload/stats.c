@@ -150,6 +150,8 @@ static void collect_and_publish(struct lethe *l, enum lethe_stats_state state)
     for (unsigned i = 0; i < n; i++)
         lethe_get_shard_stats(l, i, &snap->shards[i]);
     snap->nshards = n;
+    lethe_get_ranges(l, &snap->region_base, &snap->region_size, &snap->park_base,
+                     &snap->park_size);
     snprintf(snap->paths, sizeof(snap->paths), "%s", lethe_paths(l));
     snap->error[0] = '\0';
     lethe_stats_shm_publish(segment, snap);

@@ -27,6 +27,7 @@ extern char **environ;
 
 #include "../../src/lethed/control.c"
 #include "../../src/lethed/report.c"
+#include "../../src/lethed/account.c"
 
 #ifdef LETHE_TSAN
 #define SECONDS 1.0
