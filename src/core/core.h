@@ -130,7 +130,8 @@ struct lethe {
     unsigned nkeepers;
     int fork_pipe[2];             /* prepare -> parent/child handlers; -1: none this fork */
     int keeper_fd;                /* in a child: the write end it holds; -1 elsewhere */
-    bool child_remote;            /* in a child: remote pages can be read (shm, local) */
+    bool child_remote;            /* in a child: remote pages can be read (shm, local, tcp) */
+    struct lethe_channel *child_channel; /* in a child over tcp: its own, opened at first use */
 
     struct lethe_worker *workers; /* vcpus + 2: [vcpus] rebalancer, [vcpus+1] control */
     unsigned nworkers;

@@ -21,10 +21,13 @@
  *    thread, each fork, a full remote memory) closes it and lets go of the hold; the last one
  *    frees the zombies. A grandchild inherits the write end and so keeps the hold too.
  *
- * The child reads through the transport when it can do so without a connection of its own
- * (lethe_transport_fork_readable: local and shm, whose remote memory is mapped in the
- * process); over tcp and verbs a child that touches a page that was out still dies with a
- * message naming the page, the node and the reason. The child's own memory is not managed:
+ * The child reads through the parent's channels where the remote memory is mapped in the
+ * process (local, shm), and over tcp through a connection of its own, opened at its first
+ * remote page and attached to the parent's region (the region key is in the inherited
+ * transport); the region lives as long as the parent's own connection, so over tcp a child
+ * that outlives its parent loses the pages that were out (it dies, saying why). Over verbs a
+ * child that touches a page that was out dies with a message naming the page, the node and
+ * the reason. The child's own memory is not managed:
  * it is an ordinary private copy, which grows by what the child touches (docs/SWAPPER.md).
  */
 #define _GNU_SOURCE
@@ -122,7 +125,7 @@ static void fork_prepare(void)
     l->fork_pipe[0] = l->fork_pipe[1] = -1;
     if (l->child) /* a grandchild inherits the child's keeper and the frozen slots */
         return;
-    if (!lethe_transport_fork_readable(l->transport))
+    if (!lethe_transport_fork_readable(l->transport, NULL))
         return;
     lethe_fork_reap(l);
     pthread_mutex_lock(&l->fork_lock);
@@ -174,6 +177,8 @@ static void fork_child(void)
         return;
     fork_owner = false;
     op_depth = 0;
+    /* a child's own connection (tcp) is its parent's now: a grandchild opens another */
+    l->child_channel = NULL;
     if (l->keeper_fd >= 0) /* a grandchild: the inherited keeper holds for it too */
         return;
     /* the parent's other children are the parent's business */

@@ -223,8 +223,8 @@ static int fault_parked(struct lethe *l, struct lethe_worker *w, uint64_t vpn, s
      * by content at eviction, its dirty bit kept as it is. */
     int rc = lethe_page_map_back_unprotected(lethe_rgn(l), vpn, f);
     if (rc == 0) {
-        lethe_pte_publish(p, lethe_pte_with_state(in | LETHE_PTE_REF | LETHE_PTE_UNPROT,
-                                                  LETHE_PS_MAPPED));
+        lethe_pte_publish(
+            p, lethe_pte_with_state(in | LETHE_PTE_REF | LETHE_PTE_UNPROT, LETHE_PS_MAPPED));
         LETHE_COUNT(&w->cnt, soft_hits, 1);
         LETHE_COUNT(&w->cnt, promotions, 1);
         return 0;
@@ -345,12 +345,28 @@ void lethe_core_forked_child(void *core)
 static int child_swap_in(struct lethe *l, struct lethe_vcpu *v, uint64_t vpn)
 {
     struct lethe_worker *w = v->core;
+    struct lethe_channel *ch = w->ch;
+    bool own = false;
+    lethe_transport_fork_readable(l->transport, &own);
+    if (own) { /* tcp: the parent's connections are not ours; attach one to the region */
+        if (!l->child_channel) {
+            int rc = lethe_channel_open(l->transport, 0, &l->child_channel);
+            if (rc < 0) {
+                lethe_error("page 0x%llx (vpn %llu): a forked child cannot connect to %s to "
+                            "read it (logged above)",
+                            page_addr(l, vpn), (unsigned long long)vpn,
+                            lethe_transport_describe(l->transport));
+                return rc;
+            }
+        }
+        ch = l->child_channel;
+    }
     uint64_t slot = lethe_pte_slot(lethe_pte_of(l, vpn));
-    int rc = lethe_channel_read(w->ch, slot, v->staging);
+    int rc = lethe_channel_read(ch, slot, v->staging);
     if (rc < 0) {
         lethe_error("page 0x%llx (vpn %llu): forked child cannot read slot %llu: %s",
                     page_addr(l, vpn), (unsigned long long)vpn, (unsigned long long)slot,
-                    lethe_channel_error(w->ch));
+                    lethe_channel_error(ch));
         return rc;
     }
     if (lethe_page_checksum(v->staging) != lethe_slot_sum(&l->slots, slot)) {
@@ -388,12 +404,12 @@ int lethe_core_child_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum 
             break;
         }
         lethe_error("page 0x%llx (vpn %llu): a forked child cannot reach remote memory over %s "
-                    "(%s); exec or _exit after fork, or use transport = shm",
+                    "(%s); exec or _exit after fork, or use transport = shm or tcp",
                     page_addr(l, vpn), (unsigned long long)vpn,
                     lethe_transport_describe(l->transport),
-                    lethe_transport_fork_readable(l->transport)
+                    lethe_transport_fork_readable(l->transport, NULL)
                         ? "too many children were reading it at the fork"
-                        : "the child would need a connection of its own");
+                        : "an RDMA connection does not survive a fork");
         return -EFAULT;
     default:
         lethe_error("page 0x%llx (vpn %llu): was in flight when the process forked; a forked "

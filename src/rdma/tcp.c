@@ -222,6 +222,7 @@ static int tcp_write_batch(struct lethe_channel *ch, const uint64_t *slots,
 
 const struct lethe_transport_ops lethe_transport_tcp_ops = {
     .name = "tcp",
+    .fork_reconnect = true,
     .open = tcp_open,
     .close = tcp_close,
     .channel_open = tcp_channel_open,

@@ -63,9 +63,11 @@ uint64_t lethe_transport_pages(const struct lethe_transport *t)
     return t->pages;
 }
 
-bool lethe_transport_fork_readable(const struct lethe_transport *t)
+bool lethe_transport_fork_readable(const struct lethe_transport *t, bool *own_channel)
 {
-    return t && t->ops->fork_readable;
+    if (own_channel)
+        *own_channel = t && t->ops->fork_reconnect;
+    return t && (t->ops->fork_readable || t->ops->fork_reconnect);
 }
 
 const char *lethe_transport_describe(const struct lethe_transport *t)

@@ -52,9 +52,11 @@ void lethe_transport_close(struct lethe_transport *t);
 uint64_t lethe_transport_pages(const struct lethe_transport *t);
 /* "shm /tmp/lethe-memnode.sock", "tcp 127.0.0.1:7400", "local", ... */
 const char *lethe_transport_describe(const struct lethe_transport *t);
-/* Whether a forked child can read the remote slots through this process's channels (local,
- * shm: the remote memory is mapped here; tcp, verbs: a connection cannot be shared). */
-bool lethe_transport_fork_readable(const struct lethe_transport *t);
+/* Whether a forked child can read the remote slots: through this process's channels (local,
+ * shm: the remote memory is mapped here), or, with *own_channel set, through a channel it
+ * opens itself (tcp: a connection cannot be shared, a new one attaches to the region).
+ * verbs: no (an RDMA connection and its registered memory do not survive a fork). */
+bool lethe_transport_fork_readable(const struct lethe_transport *t, bool *own_channel);
 
 int lethe_channel_open(struct lethe_transport *t, unsigned vcpu, struct lethe_channel **out);
 void lethe_channel_close(struct lethe_channel *ch);

@@ -26,9 +26,12 @@ struct lethe_channel {
 
 struct lethe_transport_ops {
     const char *name;
-    /* A forked child can read slots through the parent's channels: the remote memory is
-     * mapped in the process (local, shm), no connection is shared. */
+    /* How a forked child reads the parent's slots: through the parent's channels, since the
+     * remote memory is mapped in the process (local, shm: fork_readable), or through a
+     * channel of its own, a new connection bound to the same region (tcp: fork_reconnect).
+     * Neither: it cannot (verbs). */
     bool fork_readable;
+    bool fork_reconnect;
     /* Connect, authenticate, obtain the region; set t->pages and t->priv. */
     int (*open)(struct lethe_transport *t);
     void (*close)(struct lethe_transport *t);
