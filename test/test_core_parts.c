@@ -201,28 +201,40 @@ Test(slots, freed_slots_are_reused_and_counted)
     lethe_slots_destroy(&s);
 }
 
-Test(slots, while_held_freed_slots_are_kept_until_the_last_child_lets_go)
+Test(slots, a_childs_slots_are_kept_while_it_lives_and_later_ones_are_not)
 {
     struct lethe_slots s;
     cr_assert_eq(lethe_slots_init(&s, 8), 0);
-    uint64_t got[8];
+    uint64_t got[4];
     cr_assert_eq(lethe_slots_alloc(&s, got, 4), 0);
-    for (unsigned i = 0; i < 4; i++)
+    for (unsigned i = 0; i < 4; i++) {
         lethe_slot_set_sum(&s, got[i], 100 + i);
-    cr_assert_not(lethe_slots_held(&s));
-    cr_assert_eq(lethe_slots_hold(&s), 0);
-    cr_assert_eq(lethe_slots_hold(&s), 0, "two children");
-    cr_assert(lethe_slots_held(&s));
+        lethe_slot_stamp(&s, got[i]);
+    }
+    cr_assert_not(lethe_slot_kept(&s, got[0]), "no child yet");
+    int64_t g1 = lethe_slots_hold(&s);
+    cr_assert_eq(g1, 1);
+    cr_assert(lethe_slot_kept(&s, got[0]), "written before the fork: the child may read it");
     lethe_slots_free(&s, got, 2);
     cr_assert_eq(lethe_slots_used(&s), 4, "a child may still read them");
     cr_assert_eq(lethe_slots_zombies(&s), 2);
     cr_assert_eq(lethe_slot_sum(&s, got[0]), 100, "their content is still known");
+    /* written after the fork: the parent's own, rewritten and freed as usual */
+    uint64_t late;
+    cr_assert_eq(lethe_slots_alloc(&s, &late, 1), 0);
+    lethe_slot_set_sum(&s, late, 7);
+    lethe_slot_stamp(&s, late);
+    cr_assert_not(lethe_slot_kept(&s, late));
+    lethe_slots_free(&s, &late, 1);
+    cr_assert_eq(lethe_slots_used(&s), 4, "freed at once");
+    int64_t g2 = lethe_slots_hold(&s);
+    cr_assert_eq(g2, 2, "a second child");
     uint64_t more[5];
     cr_assert_eq(lethe_slots_alloc(&s, more, 5), -ENOSPC, "zombies are not handed out");
-    lethe_slots_unhold(&s);
-    cr_assert_eq(lethe_slots_zombies(&s), 2, "one child still reads");
-    lethe_slots_unhold(&s);
-    cr_assert_not(lethe_slots_held(&s));
+    lethe_slots_unhold(&s, (uint32_t)g1);
+    cr_assert_eq(lethe_slots_zombies(&s), 2, "the second child was forked after they were written");
+    lethe_slots_unhold(&s, (uint32_t)g2);
+    cr_assert_not(lethe_slot_kept(&s, got[2]));
     cr_assert_eq(lethe_slots_zombies(&s), 0);
     cr_assert_eq(lethe_slots_used(&s), 2);
     cr_assert_eq(lethe_slot_sum(&s, got[0]), 0, "freed for good: content forgotten");

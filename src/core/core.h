@@ -127,6 +127,8 @@ struct lethe {
     bool forking;                 /* a fork() is between its prepare and parent handlers */
     pthread_mutex_t fork_lock;    /* protects keepers[] */
     int keepers[LETHE_MAX_FORK_READERS]; /* read ends: EOF once a child and its heirs are gone */
+    uint32_t keeper_gens[LETHE_MAX_FORK_READERS]; /* each child's hold (lethe_slots_hold) */
+    uint32_t fork_gen;            /* prepare -> parent handler: this fork's hold */
     unsigned nkeepers;
     int fork_pipe[2];             /* prepare -> parent/child handlers; -1: none this fork */
     int keeper_fd;                /* in a child: the write end it holds; -1 elsewhere */

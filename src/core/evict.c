@@ -343,9 +343,8 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         return 0;
 
     /* Classify, checking the pages we would not write for writes the dirty scan missed.
-     * While a forked child may read the slots, a page written back leaves its slot as it is
-     * (the child's copy of the page) and takes a fresh one. */
-    bool keep_slots = lethe_slots_held(&l->slots);
+     * A page written back whose slot a forked child may read leaves it as it is (the child's
+     * copy of the page) and takes a fresh one. */
     unsigned need = 0, late = 0, nold = 0;
     for (unsigned k = 0; k < n; k++) {
         uint64_t wd = w->words[k];
@@ -358,7 +357,7 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         /* an unprotected page's write is found by content: not late */
         late += c == LETHE_EVICT_WRITE_LATE && !(wd & LETHE_PTE_UNPROT);
         w->cls[k] = (uint8_t)c;
-        if (is_write(c) && keep_slots && slot != LETHE_NO_SLOT) {
+        if (is_write(c) && slot != LETHE_NO_SLOT && lethe_slot_kept(&l->slots, slot)) {
             w->oldslots[nold++] = slot;
             slot = LETHE_NO_SLOT;
         }
@@ -432,6 +431,7 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         case LETHE_EVICT_WRITE:
         case LETHE_EVICT_WRITE_LATE:
             lethe_slot_set_sum(&l->slots, w->slots[k], w->sums[k]);
+            lethe_slot_stamp(&l->slots, w->slots[k]);
             lethe_pte_set_slot(p, w->slots[k]);
             lethe_pte_publish(p, lethe_pte_make(LETHE_PS_REMOTE, LETHE_PTE_RVALID, 0));
             outs++;

@@ -12,8 +12,9 @@
  *    may still fault (another atfork handler touching the heap): its own operations, and any
  *    that waited 100 ms, go ahead, so a fork can never wait on itself.
  *  - No slot the child may read changes. The prepare handler takes a hold on the slots
- *    (lethe_slots_hold) before the fork: from then on a page the parent writes back goes to a
- *    fresh slot, and a slot the parent frees is kept as a zombie (slots.h).
+ *    (lethe_slots_hold: a new generation) before the fork: from then on a page whose slot was
+ *    written before this fork goes to a fresh slot when it is written back, and such a slot
+ *    the parent frees is kept as a zombie (slots.h). Slots written later are the parent's.
  *  - The hold lasts as long as the child or anything it forked may read. The prepare handler
  *    makes a pipe; the child keeps the write end (close-on-exec: an exec ends the need, and
  *    liblethe's close wrappers leave it open), the parent the read end. When the child and
@@ -102,9 +103,10 @@ void lethe_fork_reap(struct lethe *l)
         for (unsigned i = 0; i < n; i++) {
             if (pfd[i].revents & (POLLHUP | POLLIN | POLLERR | POLLNVAL)) {
                 close_fd(l->keepers[i]);
-                lethe_slots_unhold(&l->slots);
+                lethe_slots_unhold(&l->slots, l->keeper_gens[i]);
                 gone++;
             } else {
+                l->keeper_gens[kept] = l->keeper_gens[i];
                 l->keepers[kept++] = l->keepers[i];
             }
         }
@@ -142,11 +144,13 @@ static void fork_prepare(void)
         lethe_warn("fork: no pipe (%s): the child cannot read pages that are out", strerror(errno));
         return;
     }
-    if (lethe_slots_hold(&l->slots) < 0) {
+    int64_t gen = lethe_slots_hold(&l->slots);
+    if (gen < 0) {
         close_fd(fds[0]);
         close_fd(fds[1]);
         return;
     }
+    l->fork_gen = (uint32_t)gen;
     l->fork_pipe[0] = fds[0];
     l->fork_pipe[1] = fds[1];
     fork_owner = true;
@@ -165,6 +169,7 @@ static void fork_parent(void)
     close_fd(l->fork_pipe[1]); /* a failed fork: the read end sees EOF at once */
     pthread_mutex_lock(&l->fork_lock);
     l->keepers[l->nkeepers] = l->fork_pipe[0];
+    l->keeper_gens[l->nkeepers] = l->fork_gen;
     __atomic_store_n(&l->nkeepers, l->nkeepers + 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&l->fork_lock);
     l->fork_pipe[0] = l->fork_pipe[1] = -1;

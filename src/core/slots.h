@@ -17,10 +17,14 @@
  * claim and publish order those accesses), and reset under the mutex, which orders it before
  * the slot's next allocation.
  *
- * Forked children read the parent's slots (core/fork.c). While any child that may still read
- * them lives (lethe_slots_hold), no slot changes: a freed slot becomes a *zombie* (still in
- * use, content kept) and a page written back goes to a fresh slot (the write path asks
- * lethe_slots_held); the last lethe_slots_unhold frees the zombies.
+ * Forked children read the parent's slots (core/fork.c). Each fork takes a hold with a new
+ * *generation* (1, 2, ...), and every write-back stamps its slot with the generation of the
+ * newest fork so far. A slot written before a live child's fork (stamp < that child's
+ * generation) is *kept*: a page written back leaves it for a fresh slot (the write path asks
+ * lethe_slot_kept), and freeing it makes it a *zombie* (still in use, content kept). Slots
+ * written after the newest live child's fork are rewritten and freed as usual, so a child that
+ * lives long keeps only what the heap held remotely at its fork. lethe_slots_unhold frees the
+ * zombies no live child needs any more.
  */
 #ifndef LETHE_SLOTS_H
 #define LETHE_SLOTS_H
@@ -29,6 +33,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define LETHE_SLOTS_MAX_HOLDS 64 /* forked children that read at once */
 
 struct lethe_slots {
     pthread_mutex_t lock;
@@ -40,8 +46,13 @@ struct lethe_slots {
     size_t bytes;    /* size of the bitmap mapping */
     uint64_t *sums;  /* per slot: checksum of its content (0: unknown) */
     size_t sums_bytes;
-    unsigned readers;  /* forked children that may read the slots (atomic reads) */
-    uint64_t *zombies; /* bit set: freed while readers > 0 (mapped at the first hold) */
+    uint32_t *stamps;  /* per slot: generation of the newest fork when it was last written */
+    size_t stamps_bytes;
+    uint32_t generation;          /* forks so far that took a hold */
+    uint32_t newest_live;         /* largest generation of a live child; 0: none (atomic) */
+    unsigned nlive;
+    uint32_t live[LETHE_SLOTS_MAX_HOLDS]; /* generations of the live children */
+    uint64_t *zombies; /* bit set: freed while kept (mapped at the first hold) */
     uint64_t nzombies;
 };
 
@@ -52,14 +63,24 @@ int lethe_slots_alloc(struct lethe_slots *s, uint64_t *out, unsigned n);
 /* Frees n slots (each must be allocated; a bad slot is reported and ignored). */
 void lethe_slots_free(struct lethe_slots *s, const uint64_t *slots, unsigned n);
 uint64_t lethe_slots_used(const struct lethe_slots *s);
-/* A forked child may read the slots from now on: keep every slot's content. 0 or -ENOMEM. */
-int lethe_slots_hold(struct lethe_slots *s);
-/* That child is gone; the last one frees the zombies. */
-void lethe_slots_unhold(struct lethe_slots *s);
-/* Whether a child may read the slots: a write-back must then take a fresh slot. */
-static inline bool lethe_slots_held(const struct lethe_slots *s)
+/* A child is forked: every slot written until now is kept while it lives. Returns its
+ * generation (> 0), or -ENOMEM, or -ENOSPC with LETHE_SLOTS_MAX_HOLDS children reading. Called
+ * while no write-back runs (fork.c). */
+int64_t lethe_slots_hold(struct lethe_slots *s);
+/* The child of that generation is gone: zombies no live child needs are freed. */
+void lethe_slots_unhold(struct lethe_slots *s, uint32_t generation);
+/* Whether a live child may read `slot`: a write-back must then take a fresh slot. Called by
+ * the owner of the page that holds the slot. */
+static inline bool lethe_slot_kept(const struct lethe_slots *s, uint64_t slot)
 {
-    return __atomic_load_n(&s->readers, __ATOMIC_ACQUIRE) != 0;
+    uint32_t newest = __atomic_load_n(&s->newest_live, __ATOMIC_ACQUIRE);
+    return newest && __atomic_load_n(&s->stamps[slot], __ATOMIC_RELAXED) < newest;
+}
+/* Records that slot was written now (after lethe_slot_set_sum), for lethe_slot_kept. */
+static inline void lethe_slot_stamp(struct lethe_slots *s, uint64_t slot)
+{
+    __atomic_store_n(&s->stamps[slot], __atomic_load_n(&s->generation, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
 }
 /* Slots freed while held, still kept. */
 uint64_t lethe_slots_zombies(const struct lethe_slots *s);
