@@ -12,7 +12,7 @@
  *    may still fault (another atfork handler touching the heap): its own operations, and any
  *    that waited 100 ms, go ahead, so a fork can never wait on itself.
  *  - No slot the child may read changes. The prepare handler takes a hold on the slots
- *    (lethe_slots_hold: a new generation) before the fork: from then on a page whose slot was
+ *    (lethe_slots_hold: a new generation) after the drain, before the fork: from then on a page whose slot was
  *    written before this fork goes to a fresh slot when it is written back, and such a slot
  *    the parent frees is kept as a zombie (slots.h). Slots written later are the parent's.
  *  - The hold lasts as long as the child or anything it forked may read. The prepare handler
@@ -144,8 +144,16 @@ static void fork_prepare(void)
         lethe_warn("fork: no pipe (%s): the child cannot read pages that are out", strerror(errno));
         return;
     }
+    /* Drain first, then take the hold: a write-back still running would otherwise stamp its
+     * slot with the new generation although the child inherits what it wrote. */
+    fork_owner = true;
+    __atomic_store_n(&l->forking, true, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&l->fork_inflight, __ATOMIC_SEQ_CST) != 0)
+        sched_yield();
     int64_t gen = lethe_slots_hold(&l->slots);
     if (gen < 0) {
+        __atomic_store_n(&l->forking, false, __ATOMIC_SEQ_CST);
+        fork_owner = false;
         close_fd(fds[0]);
         close_fd(fds[1]);
         return;
@@ -153,10 +161,6 @@ static void fork_prepare(void)
     l->fork_gen = (uint32_t)gen;
     l->fork_pipe[0] = fds[0];
     l->fork_pipe[1] = fds[1];
-    fork_owner = true;
-    __atomic_store_n(&l->forking, true, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&l->fork_inflight, __ATOMIC_SEQ_CST) != 0)
-        sched_yield();
 }
 
 static void fork_parent(void)
