@@ -127,11 +127,17 @@ static void same_output_sampled(const char *cache, const char *extra, char *cons
     free(err);
 }
 
-static void reserved_heap(const char *extra)
+/* A test program with 32 MiB of heap under an 8 MiB cache. */
+static void app_under_8m(const char *prog, const char *extra)
 {
-    char *cmd[] = {TL_PROG("app_reserve"), "32", NULL};
+    char *cmd[] = {(char *)prog, "32", NULL};
     struct run plain, under;
     same_output_sampled("8M", extra, cmd, &plain, &under);
+}
+
+static void reserved_heap(const char *extra)
+{
+    app_under_8m(TL_PROG("app_reserve"), extra);
 }
 
 Test(runtimes, a_heap_reserved_first_and_committed_later_under_thread_delivery)
@@ -208,9 +214,7 @@ Test(runtimes, a_node_heap_four_times_the_cache)
 
 static void forked_children(const char *extra)
 {
-    char *cmd[] = {TL_PROG("app_fork"), "32", NULL};
-    struct run plain, under;
-    same_output_sampled("8M", extra, cmd, &plain, &under);
+    app_under_8m(TL_PROG("app_fork"), extra);
 }
 
 Test(runtimes, forked_children_see_the_heap_as_of_the_fork_under_thread_delivery)

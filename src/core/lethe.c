@@ -426,10 +426,13 @@ void lethe_extent_purge_free(struct lethe *l, void *addr, size_t size)
     discard(l, vpn, n);
 }
 
-/* Takes the free pages of a range the program maps by address (the rest it owns already). */
-static int claim(struct lethe *l, void *addr, size_t size, uint64_t vpn, uint64_t n)
+/* Checks a range the program maps by address and takes its free pages (the rest it owns
+ * already). */
+static int claim(struct lethe *l, void *addr, size_t size, uint64_t *vpn, uint64_t *n)
 {
-    int64_t taken = lethe_extents_claim(&l->extents, vpn, n);
+    if (!l || !extent_range(l, addr, size, vpn, n))
+        return -EINVAL;
+    int64_t taken = lethe_extents_claim(&l->extents, *vpn, *n);
     if (taken < 0) {
         lethe_error("mmap of %p (+%zu bytes) in the region: cannot claim it: %s", addr, size,
                     strerror((int)-taken));
@@ -441,9 +444,7 @@ static int claim(struct lethe *l, void *addr, size_t size, uint64_t vpn, uint64_
 int lethe_extent_map_fresh(struct lethe *l, void *addr, size_t size, int prot)
 {
     uint64_t vpn, n;
-    if (!l || !extent_range(l, addr, size, &vpn, &n))
-        return -EINVAL;
-    int rc = claim(l, addr, size, vpn, n);
+    int rc = claim(l, addr, size, &vpn, &n);
     if (rc < 0)
         return rc;
     /* A forked child cannot forget pages (their state is the parent's, read through the
@@ -466,9 +467,7 @@ int lethe_extent_map_foreign(struct lethe *l, void *addr, size_t size, int prot,
                              off_t off)
 {
     uint64_t vpn, n;
-    if (!l || !extent_range(l, addr, size, &vpn, &n))
-        return -EINVAL;
-    int rc = claim(l, addr, size, vpn, n);
+    int rc = claim(l, addr, size, &vpn, &n);
     if (rc < 0)
         return rc;
     if (!l->child) {
