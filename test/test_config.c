@@ -136,6 +136,7 @@ Test(config, defaults_are_the_documented_values)
     cr_assert(c.pin_vcpus);
     cr_assert_eq(c.mmap_threshold, 256ULL << 10);
     cr_assert_eq(c.fault_around, 64);
+    cr_assert_eq(c.parking, LETHE_PARKING_BATCH);
     cr_assert_eq(c.period_min_us, 10000);
     cr_assert_eq(c.period_max_us, 2000000);
     cr_assert_eq(c.period_initial_us, 100000);
@@ -172,6 +173,7 @@ static const char every_key[] = "# every key, none at its default\n"
                                 "pin_vcpus = no\n"
                                 "mmap_threshold = 0\n"
                                 "fault_around = 4\n"
+                                "parking = move\n"
                                 "[rebalancer]\n"
                                 "period_min = 500us\n"
                                 "period_max = 3s\n"
@@ -209,6 +211,7 @@ static void assert_every_key(const struct lethe_config *c)
     cr_assert_not(c->pin_vcpus);
     cr_assert_eq(c->mmap_threshold, 0);
     cr_assert_eq(c->fault_around, 4);
+    cr_assert_eq(c->parking, LETHE_PARKING_MOVE);
     cr_assert_eq(c->period_min_us, 500);
     cr_assert_eq(c->period_max_us, 3000000);
     cr_assert_eq(c->period_initial_us, 250000);

@@ -25,9 +25,10 @@
 #include "core/core.h"
 #include "core_test.h"
 
-static struct lethe *start_script(enum lethe_delivery d)
+static struct lethe *start_script_parking(enum lethe_delivery d, enum lethe_parking parking)
 {
     struct lethe_config c = core_test_config(d, LETHE_RECLAIM_DIRECT, 16 * PG, 1024 * PG);
+    c.parking = parking;
     c.vcpus = 1;
     c.shards = 1;
     c.reclaim_batch = 4;
@@ -36,6 +37,7 @@ static struct lethe *start_script(enum lethe_delivery d)
     cr_assert_eq(lethe_start(&c, &l), 0);
     return l;
 }
+
 
 /* Thread delivery resumes the application just before the vCPU finishes its bookkeeping. */
 static struct lethe_stats settled(struct lethe *l, uint64_t faults)
@@ -55,9 +57,13 @@ static void read_page(const char *p)
     (void)*(const volatile char *)p;
 }
 
-static void script(enum lethe_delivery d)
+static void script(enum lethe_delivery d, enum lethe_parking parking)
 {
-    struct lethe *l = start_script(d);
+    struct lethe *l = start_script_parking(d, parking);
+    /* with batch parking installs copy from the pool: nothing is recycled */
+    bool batch = l->batch_park;
+    if (parking == LETHE_PARKING_MOVE)
+        cr_assert_not(batch);
     char *p = lethe_extent_alloc(l, 48 * PG, 0);
     cr_assert_not_null(p);
 
@@ -93,7 +99,8 @@ static void script(enum lethe_delivery d)
     cr_assert_eq(s.late_writes, 0);
     cr_assert_eq(s.reactive_evictions, 40);
     cr_assert_eq(s.proactive_evictions, 0);
-    cr_assert_eq(s.recycled, 40, "every install after the cache filled reused an evicted page");
+    cr_assert_eq(s.recycled, batch ? 0 : 40,
+                 "every install after the cache filled reused an evicted page (move parking)");
     cr_assert_eq(s.demand_zero, 48);
     cr_assert_eq(s.remote_pages, 8, "pages 0..7 live only remotely");
     cr_assert_eq(s.remote_slots_used, 8, "a page keeps its slot across write-backs");
@@ -109,21 +116,31 @@ static void script(enum lethe_delivery d)
 
 Test(evict_classes, a_scripted_run_gives_exact_counts_signal_delivery)
 {
-    script(LETHE_DELIVERY_SIGNAL);
+    script(LETHE_DELIVERY_SIGNAL, LETHE_PARKING_MOVE);
 }
 
 Test(evict_classes, a_scripted_run_gives_exact_counts_thread_delivery)
 {
-    script(LETHE_DELIVERY_THREAD);
+    script(LETHE_DELIVERY_THREAD, LETHE_PARKING_MOVE);
 }
 
-Test(evict_classes, a_recycled_page_changed_behind_the_dirty_tracking_is_written_back)
+Test(evict_classes, a_scripted_run_gives_exact_counts_batch_parking_signal_delivery)
+{
+    script(LETHE_DELIVERY_SIGNAL, LETHE_PARKING_BATCH);
+}
+
+Test(evict_classes, a_scripted_run_gives_exact_counts_batch_parking_thread_delivery)
+{
+    script(LETHE_DELIVERY_THREAD, LETHE_PARKING_BATCH);
+}
+
+static void changed_behind_tracking(enum lethe_parking parking)
 {
     /* White box: park a clean page (swapped in, never written), then change its parked
      * content behind the dirty tracking's back, as a write racing the demotion would. Read
      * back into the page its frame's last eviction left (recycled), it was installed without
      * write protection (UNPROT): eviction judges it by content, a plain swap-out. */
-    struct lethe *l = start_script(LETHE_DELIVERY_SIGNAL);
+    struct lethe *l = start_script_parking(LETHE_DELIVERY_SIGNAL, parking);
     char *p = lethe_extent_alloc(l, 48 * PG, 0);
     for (unsigned i = 0; i < 8; i++)
         core_test_fill(p + i * PG, i, 1);
@@ -131,7 +148,8 @@ Test(evict_classes, a_recycled_page_changed_behind_the_dirty_tracking_is_written
         read_page(p + i * PG); /* 0..7 now remote */
     read_page(p);              /* page 0 back: clean, remote copy valid */
     struct lethe_pte *pte = &l->pt[lethe_region_vpn(l->region, p)];
-    cr_assert(lethe_pte_load(pte) & LETHE_PTE_UNPROT, "page 0 went into a recycled page");
+    cr_assert(lethe_pte_load(pte) & LETHE_PTE_UNPROT,
+              "page 0 went in unprotected (recycled, or copied by batch parking)");
     unsigned next = 32;
     while (lethe_pte_state(lethe_pte_load(pte)) == LETHE_PS_MAPPED && next < 48)
         read_page(p + next++ * PG); /* until page 0 is parked */
@@ -139,7 +157,7 @@ Test(evict_classes, a_recycled_page_changed_behind_the_dirty_tracking_is_written
     cr_assert_eq(lethe_pte_state(w), LETHE_PS_PARKED);
     cr_assert_not(w & LETHE_PTE_DIRTY, "its dirty scan was not believed");
     cr_assert(w & LETHE_PTE_RVALID);
-    char *slot = lethe_region_slot(l->region, lethe_pte_frame(w));
+    char *slot = lethe_parked_page(l, lethe_region_vpn(l->region, p), lethe_pte_frame(w));
     core_test_fill(slot, 0, 2);
     struct lethe_stats before;
     lethe_get_stats(l, &before);
@@ -154,12 +172,12 @@ Test(evict_classes, a_recycled_page_changed_behind_the_dirty_tracking_is_written
     lethe_stop(l);
 }
 
-Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_fresh_discard)
+static void write_after_scan(enum lethe_parking parking)
 {
     /* White box: park a write-protected page that was never written (demand zero, installed
      * by UFFDIO_COPY while frames were free), then change its parked content behind the dirty
      * tracking's back: eviction finds it is no longer all zeros, a late write. */
-    struct lethe *l = start_script(LETHE_DELIVERY_SIGNAL);
+    struct lethe *l = start_script_parking(LETHE_DELIVERY_SIGNAL, parking);
     char *p = lethe_extent_alloc(l, 48 * PG, 0);
     for (unsigned i = 0; i < 16; i++)
         read_page(p + i * PG);
@@ -172,7 +190,8 @@ Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_fresh_discar
     w = lethe_pte_load(pte);
     cr_assert_eq(lethe_pte_state(w), LETHE_PS_PARKED);
     cr_assert(w & LETHE_PTE_FRESH);
-    char *slot = lethe_region_slot(l->region, lethe_pte_frame(w));
+    char *slot =
+        lethe_parked_page(l, lethe_region_vpn(l->region, p + 8 * PG), lethe_pte_frame(w));
     core_test_fill(slot, 8, 3);
     struct lethe_stats before;
     lethe_get_stats(l, &before);
@@ -186,6 +205,27 @@ Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_fresh_discar
     cr_assert_eq(s.swap_outs - before.swap_outs, 1);
     cr_assert_eq(core_test_check(p + 8 * PG, 8, 3), 0, "the late write reached the remote copy");
     lethe_stop(l);
+}
+
+Test(evict_classes, a_recycled_page_changed_behind_the_dirty_tracking_is_written_back)
+{
+    changed_behind_tracking(LETHE_PARKING_MOVE);
+}
+
+Test(evict_classes, a_copied_back_page_changed_behind_the_dirty_tracking_is_written_back)
+{
+    /* batch parking: a page read back is copied in without write protection (UNPROT) */
+    changed_behind_tracking(LETHE_PARKING_BATCH);
+}
+
+Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_fresh_discard)
+{
+    write_after_scan(LETHE_PARKING_MOVE);
+}
+
+Test(evict_classes, a_write_after_the_dirty_scan_is_caught_before_a_fresh_discard_batch_parking)
+{
+    write_after_scan(LETHE_PARKING_BATCH);
 }
 
 /* --- the eviction decision, alone --- */

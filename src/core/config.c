@@ -77,11 +77,13 @@ struct schema {
 #define SOCKET_PATH_MAX 107
 
 static const char *const delivery_names[] = {"thread", "signal", NULL};
+static const char *const parking_names[] = {"batch", "move", NULL};
 static const char *const reclaim_names[] = {"rebalancer", "direct", NULL};
 static const char *const transport_names[] = {"local", "shm", "tcp", "verbs", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 
 _Static_assert(sizeof(enum lethe_delivery) == sizeof(unsigned), "enums are stored as ints");
+_Static_assert(sizeof(enum lethe_parking) == sizeof(unsigned), "enums are stored as ints");
 _Static_assert(sizeof(enum lethe_reclaim) == sizeof(unsigned), "enums are stored as ints");
 _Static_assert(sizeof(enum lethe_transport_kind) == sizeof(unsigned), "enums are stored as ints");
 
@@ -107,6 +109,7 @@ static const struct key_spec lethe_keys[] = {
     L("fault", "pin_vcpus", K_BOOL, 0, pin_vcpus, 0, 0, NULL),
     L("fault", "mmap_threshold", K_SIZE, 0, mmap_threshold, 0, 64 * TB, NULL),
     L("fault", "fault_around", K_UINT, 0, fault_around, 0, 64, NULL),
+    L("fault", "parking", K_ENUM, 0, parking, 0, 0, parking_names),
     L("rebalancer", "period_min", K_DURATION, 0, period_min_us, 100, 60 * SEC, NULL),
     L("rebalancer", "period_max", K_DURATION, 0, period_max_us, 100, 60 * SEC, NULL),
     L("rebalancer", "period_initial", K_DURATION, 0, period_initial_us, 100, 60 * SEC, NULL),
@@ -160,6 +163,7 @@ void lethe_config_defaults(struct lethe_config *c)
     c->pin_vcpus = true;
     c->mmap_threshold = 256 * KB;
     c->fault_around = 64;
+    c->parking = LETHE_PARKING_BATCH;
     c->period_min_us = 10 * MS;
     c->period_max_us = 2000 * MS;
     c->period_initial_us = 100 * MS;
@@ -193,6 +197,11 @@ void lethe_memnode_config_defaults(struct lethe_memnode_config *c)
 const char *lethe_delivery_name(enum lethe_delivery d)
 {
     return (unsigned)d < 2 ? delivery_names[d] : "?";
+}
+
+const char *lethe_parking_name(enum lethe_parking p)
+{
+    return (unsigned)p < 2 ? parking_names[p] : "?";
 }
 
 const char *lethe_reclaim_name(enum lethe_reclaim r)

@@ -41,6 +41,11 @@ enum lethe_delivery {
     LETHE_DELIVERY_SIGNAL = 1, /* UFFD_FEATURE_SIGBUS: the faulting thread serves itself */
 };
 
+enum lethe_parking {
+    LETHE_PARKING_BATCH = 0, /* demotion unmaps a batch with one TLB flush; pages come back by copy */
+    LETHE_PARKING_MOVE = 1,  /* one UFFDIO_MOVE per page each way (a TLB flush each) */
+};
+
 enum lethe_reclaim {
     LETHE_RECLAIM_REBALANCER = 0, /* background thread, AIMD period, proactive reserve */
     LETHE_RECLAIM_DIRECT = 1,     /* the fault path reclaims a batch when no frame is free */
@@ -73,6 +78,7 @@ struct lethe_config {
     unsigned fault_around;              /* a first touch zero-fills up to this many pages of
                                            its aligned block while frames are plentiful, 64;
                                            0 or 1 = off */
+    enum lethe_parking parking;         /* default batch (move where the kernel lacks it) */
 
     /* [rebalancer] the AIMD controller of the reference design */
     uint64_t period_min_us;       /* 10ms */
@@ -142,6 +148,7 @@ void lethe_format_size(uint64_t bytes, char *buf, size_t len);
 void lethe_format_duration(uint64_t usec, char *buf, size_t len);
 
 const char *lethe_delivery_name(enum lethe_delivery d);
+const char *lethe_parking_name(enum lethe_parking p);
 const char *lethe_reclaim_name(enum lethe_reclaim r);
 const char *lethe_transport_name(enum lethe_transport_kind t);
 

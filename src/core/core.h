@@ -68,6 +68,8 @@ struct lethe_worker {
     uint64_t oldslots[LETHE_MAX_BATCH]; /* slots a forked child may read, left for new ones */
     uint64_t sums[LETHE_MAX_BATCH];     /* per victim: its checksum (unless discarded) */
     const void *pages[LETHE_MAX_BATCH];
+    void *bufs[LETHE_MAX_BATCH];        /* batch parking: where each victim's content goes */
+    uint32_t parks[LETHE_MAX_BATCH];    /* batch parking: the parking slot of each victim */
     int status[LETHE_MAX_BATCH];
     uint8_t cls[LETHE_MAX_BATCH];
     uint64_t bitmap[LETHE_MAX_BATCH / 64];
@@ -106,6 +108,17 @@ struct lethe {
      * thread that holds f isolated, or under f's shard lock; one byte per frame_cap entry. */
     uint8_t *slot_full;
     bool recycle; /* evictions leave their pages in the slots (needs UFFDIO_MOVE) */
+    /* Batch parking (lethe_region_batch_parking): a parked page lives in any parking slot,
+     * taken from this pool and named in its page-table entry (lethe_pte_park). Free slots
+     * form a stack linked through their first word, so the slots in use are always the
+     * lowest ones ever touched: the memory they hold is the most pages ever parked at once,
+     * never the whole parking area. Slots [park_bump, frame_cap) were never used. */
+    bool batch_park;
+    pthread_mutex_t park_lock;
+    uint32_t park_free; /* top of the free stack + 1; 0: empty */
+    uint32_t park_bump;
+    /* thread delivery: faults on LETHE_PTE_CAPTURE pages being answered now (atomic) */
+    uint32_t capture_installs;
     size_t frames_bytes;
     uint64_t frames_target;      /* current cache size in frames (atomic) */
     int64_t retire_debt;         /* frames still to take out of use after a shrink (atomic) */
@@ -228,6 +241,16 @@ bool lethe_frames_plentiful(struct lethe *l, uint64_t extra);
  * empty. */
 int lethe_frame_install(struct lethe *l, struct lethe_worker *w, uint32_t f, uint64_t vpn,
                         const void *src, uint64_t *flags);
+/* Batch parking: takes n parking slots (fewer when the pool runs dry; it holds frame_cap,
+ * so it cannot while every parked page has a frame); gives slots back. */
+unsigned lethe_park_take(struct lethe *l, uint32_t *out, unsigned n);
+void lethe_park_give(struct lethe *l, const uint32_t *slots, unsigned n);
+/* Where the content of parked page vpn (frame f) is: its pool slot under batch parking, else
+ * f's parking slot. The page's owner only. */
+void *lethe_parked_page(struct lethe *l, uint64_t vpn, uint32_t f);
+/* Batch parking: gives back the parking slot page p holds, if any (owner only; before the
+ * page is published in a state that another thread could claim). */
+void lethe_park_release(struct lethe *l, struct lethe_pte *p);
 /* Drops the page an eviction left in f's slot, if any: f is about to hold a page installed
  * some other way. */
 void lethe_frame_empty_slot(struct lethe *l, uint32_t f);

@@ -27,6 +27,7 @@
  * the slot's content unknown (checksum reset, pages put back dirty).
  */
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -146,11 +147,27 @@ static void report_held(struct lethe *l, uint64_t vpn)
     static bool said;
     if (__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
         return;
-    lethe_warn("page 0x%llx (vpn %llu) cannot leave the cache: the program made it read-only or "
-               "locked it (mprotect, mlock); such pages stay resident and count against "
-               "cache_size while so (said once; see the held counter)",
+    lethe_warn("page 0x%llx (vpn %llu) cannot leave the cache: the program made it %s "
+               "(mprotect, mlock); such pages stay resident and count against cache_size while "
+               "so (said once; see the held counter)",
                (unsigned long long)(uintptr_t)lethe_region_addr(lethe_rgn(l), vpn),
-               (unsigned long long)vpn);
+               (unsigned long long)vpn,
+               l->batch_park ? "inaccessible (PROT_NONE) or locked it"
+                             : "read-only or locked it");
+}
+
+/* Batch parking, thread delivery: the capture of these pages is done; a fault on one of them
+ * now waits for it like any fault on an OUT page. Faults being answered with a zero page
+ * (lethe_core_fault) finish before the pages are unmapped, so none lands after the unmap. */
+static void end_capture(void *arg, const uint64_t *vpns, unsigned n)
+{
+    struct lethe *l = arg;
+    for (unsigned k = 0; k < n; k++)
+        __atomic_fetch_and(&lethe_pte_of(l, vpns[k])->word, ~LETHE_PTE_CAPTURE, __ATOMIC_SEQ_CST);
+    unsigned spins = 0;
+    while (__atomic_load_n(&l->capture_installs, __ATOMIC_SEQ_CST))
+        if (++spins > 64)
+            sched_yield();
 }
 
 int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned nr, bool trylock)
@@ -192,15 +209,37 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
                        strerror((int)-rc));
         i = j;
     }
-    for (unsigned k = 0; k < n; k++)
-        w->status[k] = lethe_page_soft_unmap(lethe_rgn(l), w->vpns[k], w->frames[k]);
+    unsigned got = n;
+    if (l->batch_park) {
+        /* one capture and one unmap for the batch (one TLB flush), into pool slots */
+        got = lethe_park_take(l, w->parks, n);
+        for (unsigned k = 0; k < got; k++)
+            w->bufs[k] = lethe_region_slot(lethe_rgn(l), w->parks[k]);
+        if (l->thread_delivery)
+            for (unsigned k = 0; k < got; k++)
+                __atomic_fetch_or(&lethe_pte_of(l, w->vpns[k])->word, LETHE_PTE_CAPTURE,
+                                  __ATOMIC_SEQ_CST);
+        lethe_page_capture_batch(lethe_rgn(l), w->vpns, w->bufs, got, w->status,
+                                 l->thread_delivery ? end_capture : NULL, l);
+        for (unsigned k = got; k < n; k++)
+            w->status[k] = -EAGAIN;
+    } else {
+        for (unsigned k = 0; k < n; k++)
+            w->status[k] = lethe_page_soft_unmap(lethe_rgn(l), w->vpns[k], w->frames[k]);
+    }
 
-    unsigned demoted = 0, nfree = 0, held = 0;
+    unsigned demoted = 0, nfree = 0, held = 0, nback = 0;
     lethe_shard_lock(s);
     for (unsigned k = 0; k < n; k++) {
         struct lethe_pte *p = lethe_pte_of(l, w->vpns[k]);
         uint32_t f = w->frames[k];
         int st = w->status[k];
+        if (l->batch_park && k < got) {
+            if (st == 0)
+                lethe_pte_set_park(p, w->parks[k]);
+            else
+                w->parks[nback++] = w->parks[k]; /* compacts: nback <= k */
+        }
         if (st == 0) {
             lethe_list_push_head(l->frames, &s->inactive, f, LETHE_FL_INACTIVE);
             lethe_pte_publish(p, lethe_pte_with_state(w->words[k], LETHE_PS_PARKED));
@@ -229,6 +268,7 @@ int lethe_demote(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned 
         }
     }
     lethe_shard_unlock(s);
+    lethe_park_give(l, w->parks, nback);
     if (nfree)
         lethe_slots_free(&l->slots, w->newslots, nfree);
     LETHE_COUNT(&w->cnt, demotions, demoted);
@@ -352,8 +392,8 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         lethe_assert(!(wd & LETHE_PTE_RVALID) || slot != LETHE_NO_SLOT);
         uint64_t slot_sum =
             (wd & LETHE_PTE_RVALID) && slot != LETHE_NO_SLOT ? lethe_slot_sum(&l->slots, slot) : 0;
-        enum lethe_evict_class c = lethe_evict_classify(
-            wd, lethe_region_slot(lethe_rgn(l), w->frames[k]), slot_sum, &w->sums[k]);
+        w->bufs[k] = lethe_parked_page(l, w->vpns[k], w->frames[k]);
+        enum lethe_evict_class c = lethe_evict_classify(wd, w->bufs[k], slot_sum, &w->sums[k]);
         /* an unprotected page's write is found by content: not late */
         late += c == LETHE_EVICT_WRITE_LATE && !(wd & LETHE_PTE_UNPROT);
         w->cls[k] = (uint8_t)c;
@@ -394,7 +434,7 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         if (!is_write(w->cls[k]))
             continue;
         w->wslots[nw] = w->slots[k];
-        w->pages[nw] = lethe_region_slot(lethe_rgn(l), w->frames[k]);
+        w->pages[nw] = w->bufs[k];
         nw++;
     }
     if (nw) {
@@ -427,6 +467,10 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
     unsigned nfree = 0, outs = 0, cleans = 0, discards = 0;
     for (unsigned k = 0; k < n; k++) {
         struct lethe_pte *p = lethe_pte_of(l, w->vpns[k]);
+        if (l->batch_park) {
+            w->parks[k] = lethe_pte_park(p);
+            lethe_pte_set_park(p, LETHE_NO_PARK);
+        }
         switch (w->cls[k]) {
         case LETHE_EVICT_WRITE:
         case LETHE_EVICT_WRITE_LATE:
@@ -451,7 +495,10 @@ int lethe_evict(struct lethe *l, struct lethe_worker *w, unsigned si, unsigned n
         w->frames64[k] = w->frames[k];
     }
     int rc = 0;
-    if (l->recycle) {
+    if (l->batch_park) {
+        /* the pool's slots keep their memory: the next capture overwrites it */
+        lethe_park_give(l, w->parks, n);
+    } else if (l->recycle) {
         /* the pages stay in their slots, for the next pages installed in these frames */
         for (unsigned k = 0; k < n; k++)
             l->slot_full[w->frames[k]] = 1;

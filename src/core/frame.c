@@ -148,9 +148,67 @@ int lethe_frame_get(struct lethe *l, struct lethe_worker *w, uint64_t vpn, bool 
     return 0;
 }
 
+unsigned lethe_park_take(struct lethe *l, uint32_t *out, unsigned n)
+{
+    struct lethe_region *r = lethe_rgn(l);
+    unsigned got = 0;
+    pthread_mutex_lock(&l->park_lock);
+    while (got < n && l->park_free) {
+        uint32_t b = l->park_free - 1;
+        l->park_free = *(const uint32_t *)lethe_region_slot(r, b);
+        out[got++] = b;
+    }
+    while (got < n && l->park_bump < l->frame_cap)
+        out[got++] = l->park_bump++;
+    pthread_mutex_unlock(&l->park_lock);
+    return got;
+}
+
+void lethe_park_give(struct lethe *l, const uint32_t *slots, unsigned n)
+{
+    if (n == 0)
+        return;
+    struct lethe_region *r = lethe_rgn(l);
+    pthread_mutex_lock(&l->park_lock);
+    for (unsigned i = 0; i < n; i++) {
+        *(uint32_t *)lethe_region_slot(r, slots[i]) = l->park_free;
+        l->park_free = slots[i] + 1;
+    }
+    pthread_mutex_unlock(&l->park_lock);
+}
+
+void *lethe_parked_page(struct lethe *l, uint64_t vpn, uint32_t f)
+{
+    if (!l->batch_park)
+        return lethe_region_slot(lethe_rgn(l), f);
+    uint32_t b = lethe_pte_park(lethe_pte_of(l, vpn));
+    lethe_assert(b != LETHE_NO_PARK);
+    return lethe_region_slot(lethe_rgn(l), b);
+}
+
+void lethe_park_release(struct lethe *l, struct lethe_pte *p)
+{
+    if (!l->batch_park)
+        return;
+    uint32_t b = lethe_pte_park(p);
+    if (b == LETHE_NO_PARK)
+        return;
+    lethe_pte_set_park(p, LETHE_NO_PARK);
+    lethe_park_give(l, &b, 1);
+}
+
 int lethe_frame_install(struct lethe *l, struct lethe_worker *w, uint32_t f, uint64_t vpn,
                         const void *src, uint64_t *flags)
 {
+    if (l->batch_park) {
+        /* by copy, unprotected: the page is judged by content at eviction */
+        if (!src)
+            return lethe_page_install_zero(lethe_rgn(l), vpn);
+        int rc = lethe_page_install_unprotected(lethe_rgn(l), vpn, src);
+        if (rc == 0)
+            *flags |= LETHE_PTE_UNPROT;
+        return rc;
+    }
     if (!l->slot_full[f])
         return src ? lethe_page_install(lethe_rgn(l), vpn, src)
                    : lethe_page_install_zero(lethe_rgn(l), vpn);

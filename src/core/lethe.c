@@ -171,6 +171,7 @@ static void teardown(struct lethe *l)
     unmap(l->slot_full, l->frame_cap);
     unmap(l->pt, l->pt_bytes);
     pthread_mutex_destroy(&l->retire_lock);
+    pthread_mutex_destroy(&l->park_lock);
     pthread_mutex_destroy(&l->resize_lock);
     pthread_mutex_destroy(&l->control_lock);
     munmap(l, sizeof(*l));
@@ -184,6 +185,7 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     l->cfg = *cfg;
     lethe_log_set_level((enum lethe_log_level)cfg->log_level);
     pthread_mutex_init(&l->retire_lock, NULL);
+    pthread_mutex_init(&l->park_lock, NULL);
     pthread_mutex_init(&l->resize_lock, NULL);
     pthread_mutex_init(&l->control_lock, NULL);
     pthread_mutex_init(&l->fork_lock, NULL);
@@ -292,6 +294,8 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
         .pin_vcpus = cfg->pin_vcpus,
         .delivery = cfg->fault_delivery,
         .staging_pages = 1,
+        /* a parked page names its slot in 24 bits of its entry */
+        .batch_parking = cfg->parking == LETHE_PARKING_BATCH && cap <= LETHE_PARK_MAX,
     };
     struct lethe_region *region = NULL;
     rc = lethe_region_create(&rp, &core_ops, l, &region);
@@ -299,7 +303,13 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
         lethe_error("cannot create the managed region: %s", strerror(-rc));
         goto fail;
     }
-    l->recycle = lethe_region_has_move(region);
+    l->batch_park = lethe_region_batch_parking(region);
+    l->recycle = lethe_region_has_move(region) && !l->batch_park;
+    if (cfg->parking == LETHE_PARKING_BATCH && !l->batch_park)
+        lethe_info("parking = batch unavailable (%s): one UFFDIO_MOVE per page instead",
+                   cap > LETHE_PARK_MAX ? "cache too large for it"
+                   : !lethe_region_has_move(region) ? "no UFFDIO_MOVE"
+                                                    : "no process_madvise(MADV_DONTNEED)");
     __atomic_store_n(&l->region, region, __ATOMIC_RELEASE);
     if ((rc = lethe_fork_init(l)) < 0) /* after the region's: its child handler runs first */
         goto fail;

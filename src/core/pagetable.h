@@ -12,7 +12,9 @@
  *         bits  8..31  zero
  *         bits 32..63  frame number (resident and in-flight states)
  *   slot  bits  0..39  remote slot + 1 (0: no slot); kept while the page lives
- *         bits 40..63  zero (free; the checksum of the remote copy is kept per slot: slots.h)
+ *         bits 40..63  batch parking: the parking slot that holds the page + 1 while it is
+ *                      PARKED (or OUT from PARKED), else 0 (the checksum of the remote copy
+ *                      is kept per slot: slots.h)
  *
  * A zero entry is an untouched page, so the table is a plain MAP_NORESERVE mapping that the
  * kernel fills with zeros on first use. Concurrency: the state is changed only by atomic
@@ -47,6 +49,11 @@ enum lethe_page_state {
 /* installed without write protection (a recycled page): its dirty scans say nothing, and
  * eviction decides by content alone */
 #define LETHE_PTE_UNPROT      (1ULL << 8)
+/* batch parking under thread delivery: set on an OUT page while its capture (vmsplice) may
+ * fault on it, which happens only when something zapped the page behind the swapper's back
+ * (a raw madvise): that fault is answered with a zero page instead of waiting for the
+ * capture, which waits for it (lethe_core_fault) */
+#define LETHE_PTE_CAPTURE     (1ULL << 9)
 #define LETHE_PTE_FLAGS                                                                            \
     (LETHE_PTE_REF | LETHE_PTE_DIRTY | LETHE_PTE_FRESH | LETHE_PTE_RVALID | LETHE_PTE_UNPROT)
 #define LETHE_PTE_FRAME_SHIFT 32
@@ -115,7 +122,24 @@ static inline uint64_t lethe_pte_slot(const struct lethe_pte *p)
 static inline void lethe_pte_set_slot(struct lethe_pte *p, uint64_t slot)
 {
     uint64_t v = slot == LETHE_NO_SLOT ? 0 : ((slot + 1) & LETHE_SLOT_MASK);
-    __atomic_store_n(&p->slot, v, __ATOMIC_RELAXED);
+    uint64_t old = __atomic_load_n(&p->slot, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->slot, (old & ~LETHE_SLOT_MASK) | v, __ATOMIC_RELAXED);
+}
+
+/* Batch parking: the parking slot holding the page (LETHE_NO_PARK: none). Owner only. */
+#define LETHE_NO_PARK UINT32_MAX
+#define LETHE_PARK_MAX ((1U << (64 - LETHE_SLOT_BITS)) - 1) /* parking slots it can name */
+static inline uint32_t lethe_pte_park(const struct lethe_pte *p)
+{
+    uint64_t b = __atomic_load_n(&p->slot, __ATOMIC_RELAXED) >> LETHE_SLOT_BITS;
+    return b ? (uint32_t)(b - 1) : LETHE_NO_PARK;
+}
+
+static inline void lethe_pte_set_park(struct lethe_pte *p, uint32_t park)
+{
+    uint64_t b = park == LETHE_NO_PARK ? 0 : (uint64_t)park + 1;
+    uint64_t old = __atomic_load_n(&p->slot, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->slot, (old & LETHE_SLOT_MASK) | (b << LETHE_SLOT_BITS), __ATOMIC_RELAXED);
 }
 
 /* Ends ownership: stores `w` (a stable state, or another busy state) and wakes the threads

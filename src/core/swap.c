@@ -221,7 +221,14 @@ static int fault_parked(struct lethe *l, struct lethe_worker *w, uint64_t vpn, s
 
     /* Unprotected (no write-protect, no TLB flush for it): from now on the page is judged
      * by content at eviction, its dirty bit kept as it is. */
-    int rc = lethe_page_map_back_unprotected(lethe_rgn(l), vpn, f);
+    int rc;
+    if (l->batch_park) {
+        rc = lethe_page_install_unprotected(lethe_rgn(l), vpn, lethe_parked_page(l, vpn, f));
+        if (rc == 0 || rc == -EEXIST)
+            lethe_park_release(l, p);
+    } else {
+        rc = lethe_page_map_back_unprotected(lethe_rgn(l), vpn, f);
+    }
     if (rc == 0) {
         lethe_pte_publish(
             p, lethe_pte_with_state(in | LETHE_PTE_REF | LETHE_PTE_UNPROT, LETHE_PS_MAPPED));
@@ -234,7 +241,8 @@ static int fault_parked(struct lethe *l, struct lethe_worker *w, uint64_t vpn, s
          * the mapped one, so it wins; the parked copy is stale. Content unknown: dirty. */
         lethe_warn("page 0x%llx (vpn %llu): mapped while parked; keeping the mapped page",
                    page_addr(l, vpn), (unsigned long long)vpn);
-        lethe_page_drop_slot(lethe_rgn(l), f);
+        if (!l->batch_park)
+            lethe_page_drop_slot(lethe_rgn(l), f);
         lethe_pte_publish(p, lethe_pte_make(LETHE_PS_MAPPED, LETHE_PTE_DIRTY, f));
         lethe_page_wake(lethe_rgn(l), vpn, 1);
         return 0;
@@ -272,6 +280,25 @@ int lethe_core_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_
 {
     struct lethe *l = core;
     (void)access;
+    if (l->batch_park && l->thread_delivery && vpn < l->region_pages) {
+        /* A capture's own fault on a page that was zapped behind our back: answer it with a
+         * zero page (what the page holds after a zap) instead of waiting for the capture,
+         * which waits for this fault. end_capture() waits for us before the unmap. */
+        struct lethe_pte *p = lethe_pte_of(l, vpn);
+        if (__atomic_load_n(&p->word, __ATOMIC_RELAXED) & LETHE_PTE_CAPTURE) {
+            __atomic_fetch_add(&l->capture_installs, 1, __ATOMIC_SEQ_CST);
+            uint64_t wd = __atomic_load_n(&p->word, __ATOMIC_SEQ_CST);
+            int rc = 1;
+            if ((wd & LETHE_PTE_CAPTURE) && lethe_pte_state(wd) == LETHE_PS_OUT) {
+                rc = lethe_page_install_zero(lethe_rgn(l), vpn);
+                if (rc == -EEXIST)
+                    rc = 0;
+            }
+            __atomic_fetch_sub(&l->capture_installs, 1, __ATOMIC_SEQ_CST);
+            if (rc != 1)
+                return rc;
+        }
+    }
     lethe_op_begin(l);
     int rc = serve_fault(l, v, vpn);
     lethe_op_end(l);
@@ -395,8 +422,7 @@ int lethe_core_child_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum 
         break;
     case LETHE_PS_PARKED:
         /* The slot's page is COW-shared with the parent: copy it, never move it. */
-        rc = lethe_page_install(lethe_rgn(l), vpn,
-                                lethe_region_slot(lethe_rgn(l), lethe_pte_frame(wd)));
+        rc = lethe_page_install(lethe_rgn(l), vpn, lethe_parked_page(l, vpn, lethe_pte_frame(wd)));
         break;
     case LETHE_PS_REMOTE:
         if (l->child_remote) {
@@ -483,7 +509,7 @@ static unsigned claim_out(struct lethe *l, uint64_t vpn, uint64_t *word, uint32_
 /* Frees an isolated frame of page vpn; a parked page's slot is emptied first. */
 static void free_frame(struct lethe *l, uint64_t vpn, uint32_t f, bool parked)
 {
-    if (parked)
+    if (parked && !l->batch_park) /* batch parking: the caller gave the pool slot back */
         lethe_page_drop_slot(lethe_rgn(l), f);
     struct lethe_shard *s = &l->shards[lethe_shard_of(l, vpn)];
     lethe_shard_lock(s);
@@ -507,6 +533,8 @@ void lethe_release_range(struct lethe *l, uint64_t vpn, uint64_t n, uint64_t *fi
         uint64_t wd;
         uint32_t f;
         unsigned st = claim_out(l, i, &wd, &f);
+        if (st == LETHE_PS_PARKED)
+            lethe_park_release(l, p);
         uint64_t slot = lethe_pte_slot(p);
         if (slot != LETHE_NO_SLOT)
             slot_buf_add(l, &sb, slot);
@@ -547,6 +575,8 @@ static void remap_one(struct lethe *l, uint64_t src, uint64_t dst, struct slot_b
     uint64_t dw;
     uint32_t df;
     unsigned dst_state = claim_out(l, dst, &dw, &df);
+    if (dst_state == LETHE_PS_PARKED)
+        lethe_park_release(l, pd);
     if (dst_state == LETHE_PS_REMOTE)
         LETHE_COUNT_SHARED(&l->misc, remote_loss, 1);
     uint64_t dslot = lethe_pte_slot(pd);
@@ -560,6 +590,7 @@ static void remap_one(struct lethe *l, uint64_t src, uint64_t dst, struct slot_b
     unsigned st = claim_out(l, src, &sw, &f);
     __atomic_store_n(&pd->slot, __atomic_load_n(&ps->slot, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
     lethe_pte_set_slot(ps, LETHE_NO_SLOT);
+    lethe_pte_set_park(ps, LETHE_NO_PARK); /* a parked page's pool slot went with it */
     if (f != LETHE_NIL) {
         struct lethe_shard *s = &l->shards[lethe_shard_of(l, dst)];
         lethe_shard_lock(s);

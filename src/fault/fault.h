@@ -112,6 +112,7 @@ struct lethe_region_params {
     unsigned staging_pages;          /* per vCPU, >= 1 */
     bool force_fallback_move;        /* tests: behave as if UFFDIO_MOVE were missing */
     bool force_fallback_dirty;       /* tests: behave as if WP_ASYNC/PAGEMAP_SCAN were missing */
+    bool batch_parking;              /* lethe_page_capture_batch, where the kernel has it */
 };
 
 /* Creates the region and the parking area, probes the kernel, starts delivery. Faults are
@@ -140,6 +141,11 @@ void *lethe_region_slot(const struct lethe_region *r, uint64_t frame);
 const char *lethe_region_paths(const struct lethe_region *r);
 bool lethe_region_has_move(const struct lethe_region *r);
 bool lethe_region_has_dirty_tracking(const struct lethe_region *r);
+/* Batch parking is on: pages leave the region by lethe_page_capture_batch (one TLB flush a
+ * batch) and come back by copy; the parking slots are plain memory, any of which may hold
+ * any page (the core hands them out), and the region is not subscribed to the application's
+ * madvise/munmap events (liblethe.so's wrappers handle those calls). */
+bool lethe_region_batch_parking(const struct lethe_region *r);
 
 /* --- page operations (callable from any thread; batched forms take arrays) --- */
 
@@ -150,6 +156,25 @@ int lethe_page_install(struct lethe_region *r, uint64_t vpn, const void *src);
  * skipped (and woken) and the call returns -EEXIST after installing the others; -EAGAIN may
  * come after a prefix of the range was installed. */
 int lethe_page_install_range(struct lethe_region *r, uint64_t vpn, const void *src, uint64_t n);
+/* Copies one page from src to vpn without write protection (a dirty scan says "written"):
+ * for pages whose eviction judges them by content. Wakes the waiters. */
+int lethe_page_install_unprotected(struct lethe_region *r, uint64_t vpn, const void *src);
+/* Batch parking: takes n mapped pages out of the region with one TLB flush for the batch and
+ * leaves each page's content at bufs[i] (a parking slot, lethe_region_slot). Each page is
+ * first captured (vmsplice into a pipe: the pipe holds the page itself, not a copy), then
+ * all are unmapped with one process_madvise(MADV_DONTNEED), then the pipe is read into the
+ * slots. A write that lands before the unmap lands in the captured page and reaches the slot;
+ * one after it faults on the missing page. status[i]: 0 parked; -ENOENT nothing was mapped
+ * (signal delivery only: the content is gone); -EINVAL the page cannot leave (PROT_NONE,
+ * mlock: it stays mapped, bufs[i] unspecified); other errors leave it mapped too. Returns how
+ * many were parked. Pages must be claimed by the caller; not in a forked child. */
+int lethe_page_capture_batch(struct lethe_region *r, const uint64_t *vpns, void *const *bufs,
+                             unsigned n, int *status,
+                             void (*before_unmap)(void *arg, const uint64_t *vpns, unsigned n),
+                             void *arg);
+/* before_unmap (may be NULL) runs after each chunk's pages are captured and before they are
+ * unmapped, with that chunk's vpns: the caller's moment to stop answering faults that the
+ * capture itself raised. */
 /* Demand-zero: vpn reads as zeros, write-clean. */
 int lethe_page_install_zero(struct lethe_region *r, uint64_t vpn);
 /* The longest run lethe_page_install_zero_run takes. */

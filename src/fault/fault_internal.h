@@ -26,6 +26,8 @@
 #define FAULT_MAX_DEFERRED 64   /* faults a handler thread holds back while mmap_changing */
 #define FAULT_MAX_FOREIGN  128  /* ranges of the region the program mapped something else over */
 #define FAULT_STRIPES      1024 /* soft-unmap/WP locks of the copy fallback (no UFFDIO_MOVE) */
+#define FAULT_CAPTURE_PIPES 8    /* batch parking: captures in flight at once */
+#define FAULT_CAPTURE_CHUNK 64   /* pages a capture pipe holds (its size is set to this) */
 #define FAULT_SCRATCH_PAGES                                                                        \
     256 /* parking pages after the slots: lethe_page_drop moves region                             \
            pages there and drops them, raising no application event */
@@ -64,6 +66,12 @@ struct lethe_region {
     bool has_dirty;  /* WP_ASYNC + PAGEMAP_SCAN */
     bool sync_wp;    /* copy fallback: soft-unmap write-protects (sync) while it copies */
     bool app_events; /* subscribed to EVENT_REMOVE / EVENT_UNMAP */
+    bool batch;      /* batch parking: capture + one process_madvise per batch, copy back */
+    int pidfd;       /* batch parking: this process, for process_madvise (-1: none) */
+    /* batch parking: pipes the captures go through, each taken by one caller at a time */
+    int cap_pipe[FAULT_CAPTURE_PIPES][2];
+    atomic_uint cap_busy[FAULT_CAPTURE_PIPES];
+    unsigned ncap_pipes;
     enum lethe_delivery delivery;
     bool pin_vcpus;
 

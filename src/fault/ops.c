@@ -31,6 +31,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -102,11 +105,12 @@ int fault_resolve_wp(struct lethe_region *r, uint64_t vpn)
     return rc;
 }
 
-/* Copies n pages from src to vpn. Pages already present are skipped (and woken). */
-static int copy_in(struct lethe_region *r, uint64_t vpn, const void *src, uint64_t n,
-                   size_t src_stride)
+/* Copies n pages from src to vpn (write-clean under dirty tracking unless `plain`). Pages
+ * already present are skipped (and woken). */
+static int copy_in_mode(struct lethe_region *r, uint64_t vpn, const void *src, uint64_t n,
+                        size_t src_stride, bool plain)
 {
-    uint64_t mode = r->has_dirty ? UFFDIO_COPY_MODE_WP : 0;
+    uint64_t mode = r->has_dirty && !plain ? UFFDIO_COPY_MODE_WP : 0;
     int result = 0;
     uint64_t done = 0;
     while (done < n) {
@@ -136,11 +140,24 @@ static int copy_in(struct lethe_region *r, uint64_t vpn, const void *src, uint64
     return result;
 }
 
+static int copy_in(struct lethe_region *r, uint64_t vpn, const void *src, uint64_t n,
+                   size_t src_stride)
+{
+    return copy_in_mode(r, vpn, src, n, src_stride, false);
+}
+
 int lethe_page_install(struct lethe_region *r, uint64_t vpn, const void *src)
 {
     if (!vpn_range_ok(r, vpn, 1))
         return -EINVAL;
     return copy_in(r, vpn, src, 1, PG);
+}
+
+int lethe_page_install_unprotected(struct lethe_region *r, uint64_t vpn, const void *src)
+{
+    if (!vpn_range_ok(r, vpn, 1))
+        return -EINVAL;
+    return copy_in_mode(r, vpn, src, 1, PG, true);
 }
 
 int lethe_page_install_range(struct lethe_region *r, uint64_t vpn, const void *src, uint64_t n)
@@ -449,6 +466,174 @@ int lethe_page_install_recycled(struct lethe_region *r, uint64_t vpn, uint64_t f
         slot_free(r, frame);
     }
     return rc;
+}
+
+/* --- batch parking ---
+ *
+ * A capture takes up to FAULT_CAPTURE_CHUNK pages at a time through one pipe:
+ *  1. vmsplice the pages into the pipe: it takes a reference on each page (no copy), so the
+ *     pipe holds the very pages the program writes;
+ *  2. process_madvise(MADV_DONTNEED) of all of them: one call, one TLB flush for the chunk
+ *     (a UFFDIO_MOVE flushes once per page, and with another thread of the process running
+ *     on the other CPU each flush is an interrupt there);
+ *  3. read the pipe into the slots.
+ * A write before step 2 lands in the page the pipe holds, so step 3 copies it; a write after
+ * step 2 faults on the missing page and waits until the caller publishes the page. Nothing
+ * written can be lost between the capture and the unmap. */
+
+static int take_pipe(struct lethe_region *r)
+{
+    for (unsigned spins = 0;; spins++) {
+        for (unsigned i = 0; i < r->ncap_pipes; i++)
+            if (!atomic_load_explicit(&r->cap_busy[i], memory_order_relaxed) &&
+                !atomic_exchange_explicit(&r->cap_busy[i], 1, memory_order_acquire))
+                return (int)i;
+        if (spins > 16)
+            sched_yield();
+    }
+}
+
+static void give_pipe(struct lethe_region *r, int i)
+{
+    atomic_store_explicit(&r->cap_busy[i], 0, memory_order_release);
+}
+
+/* A page vmsplice could not take: gone (nothing mapped: its content is lost) or refused
+ * (PROT_NONE; a read fault that signal delivery answers with EFAULT is "gone"). */
+static int refused_status(struct lethe_region *r, uint64_t vpn)
+{
+    return page_present((void *)(uintptr_t)fault_addr(r, vpn)) ? -EINVAL : -ENOENT;
+}
+
+/* One chunk (n <= FAULT_CAPTURE_CHUNK). Returns the pages parked. */
+static int capture_chunk(struct lethe_region *r, const int fd[2], const uint64_t *vpns,
+                         void *const *bufs, unsigned n, int *status,
+                         void (*before_unmap)(void *, const uint64_t *, unsigned), void *arg)
+{
+    struct iovec src[FAULT_CAPTURE_CHUNK], dst[FAULT_CAPTURE_CHUNK];
+    unsigned idx[FAULT_CAPTURE_CHUNK];
+    unsigned m = 0; /* pages in the pipe, in order: idx[0..m) */
+
+    /* 1: capture */
+    for (unsigned i = 0; i < n;) {
+        unsigned k = 0;
+        while (i + k < n && status[i + k] == 0) {
+            src[k].iov_base = (void *)(uintptr_t)fault_addr(r, vpns[i + k]);
+            src[k].iov_len = PG;
+            k++;
+        }
+        if (k == 0) {
+            i++;
+            continue;
+        }
+        ssize_t got = vmsplice(fd[1], src, k, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        unsigned took = got > 0 ? (unsigned)((size_t)got / PG) : 0;
+        if (got > 0 && (size_t)got % PG) {
+            /* part of a page: cannot happen with a pipe sized for the chunk; drop the
+             * partial page from the pipe and leave that page mapped */
+            char trash[PG];
+            ssize_t rest = read(fd[0], trash, (size_t)got % PG);
+            (void)rest;
+            status[i + took] = -EIO;
+        }
+        for (unsigned j = 0; j < took; j++)
+            idx[m++] = i + j;
+        i += took;
+        if (got <= 0 && i < n) {
+            status[i] = errno == EFAULT ? refused_status(r, vpns[i]) : -errno;
+            i++;
+        } else if (got > 0 && (size_t)got % PG) {
+            i++;
+        }
+    }
+    if (before_unmap)
+        before_unmap(arg, vpns, n);
+    if (m == 0)
+        return 0;
+
+    /* 2: unmap them all at once */
+    for (unsigned j = 0; j < m; j++) {
+        src[j].iov_base = (void *)(uintptr_t)fault_addr(r, vpns[idx[j]]);
+        src[j].iov_len = PG;
+        dst[j].iov_base = bufs[idx[j]];
+        dst[j].iov_len = PG;
+    }
+    for (unsigned j = 0; j < m;) {
+        ssize_t got = syscall(SYS_process_madvise, r->pidfd, src + j, (size_t)(m - j),
+                              MADV_DONTNEED, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        unsigned done = got > 0 ? (unsigned)((size_t)got / PG) : 0;
+        j += done;
+        if (j < m && got <= 0) {
+            /* the page at j could not be dropped (mlock): it stays mapped */
+            status[idx[j]] = errno == EINVAL ? -EINVAL : -errno;
+            j++;
+        }
+    }
+
+    /* 3: the pipe into the slots (all of it, also the pages that stay mapped) */
+    for (unsigned j = 0; j < m;) {
+        ssize_t got = readv(fd[0], dst + j, (int)(m - j));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            /* cannot happen: the pipe holds what vmsplice put there */
+            lethe_error("capture: reading the pipe failed (%s): %u pages lost",
+                        got < 0 ? strerror(errno) : "end of file", m - j);
+            abort();
+        }
+        size_t left = (size_t)got;
+        while (left >= PG) {
+            left -= PG;
+            j++;
+        }
+        if (left) { /* a short read inside a page: finish that page */
+            char *at = (char *)dst[j].iov_base + left;
+            size_t want = PG - left;
+            while (want) {
+                ssize_t more = read(fd[0], at, want);
+                if (more < 0 && errno == EINTR)
+                    continue;
+                if (more <= 0) {
+                    lethe_error("capture: reading the pipe failed mid-page");
+                    abort();
+                }
+                at += more;
+                want -= (size_t)more;
+            }
+            j++;
+        }
+    }
+    int parked = 0;
+    for (unsigned j = 0; j < m; j++)
+        parked += status[idx[j]] == 0;
+    return parked;
+}
+
+int lethe_page_capture_batch(struct lethe_region *r, const uint64_t *vpns, void *const *bufs,
+                             unsigned n, int *status,
+                             void (*before_unmap)(void *arg, const uint64_t *vpns, unsigned n),
+                             void *arg)
+{
+    for (unsigned i = 0; i < n; i++)
+        status[i] = vpn_range_ok(r, vpns[i], 1) ? 0 : -EINVAL;
+    if (!r->batch || atomic_load_explicit(&r->child, memory_order_relaxed)) {
+        for (unsigned i = 0; i < n; i++)
+            status[i] = -EOPNOTSUPP;
+        return 0;
+    }
+    int p = take_pipe(r);
+    int parked = 0;
+    for (unsigned off = 0; off < n; off += FAULT_CAPTURE_CHUNK) {
+        unsigned k = n - off < FAULT_CAPTURE_CHUNK ? n - off : FAULT_CAPTURE_CHUNK;
+        parked += capture_chunk(r, r->cap_pipe[p], vpns + off, bufs + off, k, status + off,
+                                before_unmap, arg);
+    }
+    give_pipe(r, p);
+    return parked;
 }
 
 int lethe_page_drop_slots(struct lethe_region *r, const uint64_t *frames, unsigned n)

@@ -21,6 +21,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -101,13 +102,53 @@ static bool probe_pagemap_scan(struct lethe_region *r)
     return ioctl(r->pagemap_fd, PAGEMAP_SCAN, &arg) >= 0;
 }
 
+/* Batch parking needs process_madvise(MADV_DONTNEED) on this process (Linux 5.10 refuses
+ * it: only COLD, PAGEOUT and WILLNEED there) and pipes that hold a capture chunk. */
+static bool probe_batch(struct lethe_region *r)
+{
+    int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (pidfd < 0)
+        return false;
+    char *page = map_private(LETHE_PAGE_SIZE, 0);
+    bool ok = false;
+    if (page) {
+        page[0] = 1;
+        struct iovec iov = {.iov_base = page, .iov_len = LETHE_PAGE_SIZE};
+        ssize_t got = syscall(SYS_process_madvise, pidfd, &iov, 1, MADV_DONTNEED, 0);
+        ok = got == LETHE_PAGE_SIZE && ((volatile char *)page)[0] == 0;
+        munmap(page, LETHE_PAGE_SIZE);
+    }
+    if (!ok) {
+        close(pidfd);
+        return false;
+    }
+    unsigned want = r->nvcpus + 2 < FAULT_CAPTURE_PIPES ? r->nvcpus + 2 : FAULT_CAPTURE_PIPES;
+    for (r->ncap_pipes = 0; r->ncap_pipes < want; r->ncap_pipes++) {
+        int *fd = r->cap_pipe[r->ncap_pipes];
+        if (pipe2(fd, O_CLOEXEC) != 0)
+            break;
+        if (fcntl(fd[1], F_SETPIPE_SZ, FAULT_CAPTURE_CHUNK * LETHE_PAGE_SIZE) <
+            (int)(FAULT_CAPTURE_CHUNK * LETHE_PAGE_SIZE)) {
+            close(fd[0]);
+            close(fd[1]);
+            break;
+        }
+    }
+    if (r->ncap_pipes == 0) {
+        close(pidfd);
+        return false;
+    }
+    r->pidfd = pidfd;
+    return true;
+}
+
 void fault_build_paths(struct lethe_region *r)
 {
     const char *move = r->has_move ? "UFFDIO_MOVE" : r->sync_wp ? "copy+WP" : "copy";
     const char *dirty = r->has_dirty ? "PAGEMAP_SCAN" : "none";
-    snprintf(r->paths, sizeof(r->paths), "delivery=%s%s move=%s dirty=%s",
+    snprintf(r->paths, sizeof(r->paths), "delivery=%s%s move=%s dirty=%s parking=%s",
              lethe_delivery_name(r->delivery), atomic_load(&r->child) ? "(forked child)" : "", move,
-             dirty);
+             dirty, r->batch ? "batch" : "move");
 }
 
 struct lethe_region *fault_region_of(const void *addr)
@@ -128,10 +169,14 @@ unsigned lethe_fault_own_fds(int *out, unsigned max)
         struct lethe_region *r = atomic_load_explicit(&fault_regions[i], memory_order_acquire);
         if (!r)
             continue;
-        int fds[3] = {r->uffd, r->park_uffd, r->pagemap_fd};
-        for (unsigned j = 0; j < 3; j++)
+        int fds[4] = {r->uffd, r->park_uffd, r->pagemap_fd, r->pidfd};
+        for (unsigned j = 0; j < 4; j++)
             if (fds[j] >= 0 && n < max)
                 out[n++] = fds[j];
+        for (unsigned j = 0; j < r->ncap_pipes; j++)
+            for (unsigned k = 0; k < 2; k++)
+                if (n < max)
+                    out[n++] = r->cap_pipe[j][k];
     }
     return n;
 }
@@ -224,8 +269,11 @@ static int setup_uffds(struct lethe_region *r, uint64_t avail)
     if (fd < 0)
         return fd;
     r->park_uffd = fd;
-    rc = fault_register_range(r->park_uffd, r->park, r->park_size, UFFDIO_REGISTER_MODE_MISSING,
-                              NULL);
+    /* With batch parking the slots are plain memory (pages are copied in and out of them);
+     * only the scratch pages after them take moves. */
+    uint64_t skip = r->batch ? r->nframes << LETHE_PAGE_SHIFT : 0;
+    rc = fault_register_range(r->park_uffd, r->park + skip, r->park_size - skip,
+                              UFFDIO_REGISTER_MODE_MISSING, NULL);
     if (rc < 0)
         lethe_error("userfaultfd: cannot register the parking area (%s)", strerror(-rc));
     return rc;
@@ -279,7 +327,7 @@ int lethe_region_create(const struct lethe_region_params *p, const struct lethe_
     struct lethe_region *r = map_private(sizeof(*r), 0);
     if (!r)
         return -ENOMEM;
-    r->uffd = r->park_uffd = r->pagemap_fd = r->stop_fd = -1;
+    r->uffd = r->park_uffd = r->pagemap_fd = r->stop_fd = r->pidfd = -1;
     r->registry_slot = -1;
     r->ops = ops;
     r->core = core;
@@ -297,6 +345,12 @@ int lethe_region_create(const struct lethe_region_params *p, const struct lethe_
                    (avail & UFFD_FEATURE_WP_UNPOPULATED);
     r->sync_wp = !r->has_move && (avail & UFFD_FEATURE_PAGEFAULT_FLAG_WP);
     r->app_events = r->has_move;
+    /* Batch parking unmaps region pages with madvise, which must raise no event of its own:
+     * the region is then not subscribed to them, and liblethe.so's madvise/munmap wrappers
+     * are what tells the core about the program's releases. */
+    r->batch = r->has_move && p->batch_parking && probe_batch(r);
+    if (r->batch)
+        r->app_events = false;
 
     rc = -ENOMEM;
     r->base = map_private(r->size, 0);
@@ -378,6 +432,12 @@ void lethe_region_destroy(struct lethe_region *r)
         close(r->pagemap_fd);
     if (r->stop_fd >= 0)
         close(r->stop_fd);
+    if (r->pidfd >= 0)
+        close(r->pidfd);
+    for (unsigned i = 0; i < r->ncap_pipes; i++) {
+        close(r->cap_pipe[i][0]);
+        close(r->cap_pipe[i][1]);
+    }
     if (r->base)
         munmap(r->base, r->size);
     if (r->park)
@@ -450,6 +510,11 @@ const char *lethe_region_paths(const struct lethe_region *r)
 bool lethe_region_has_move(const struct lethe_region *r)
 {
     return r->has_move;
+}
+
+bool lethe_region_batch_parking(const struct lethe_region *r)
+{
+    return r->batch;
 }
 
 bool lethe_region_has_dirty_tracking(const struct lethe_region *r)

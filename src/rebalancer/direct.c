@@ -76,9 +76,11 @@ int lethe_reclaim(struct lethe *l, struct lethe_worker *w, unsigned si, uint32_t
         uint64_t frames = lethe_load64(&l->frames_target);
         if (__atomic_load_n(&l->held_streak, __ATOMIC_RELAXED) > 4 * frames) {
             lethe_error("vCPU %u: no page can leave the cache: the program made all %llu "
-                        "resident pages read-only or locked them (mprotect, mlock); cache_size "
-                        "is too small for what it holds so",
-                        w->id, (unsigned long long)frames);
+                        "resident pages %s (mprotect, mlock); cache_size is too small for what "
+                        "it holds so",
+                        w->id, (unsigned long long)frames,
+                        l->batch_park ? "inaccessible (PROT_NONE) or locked them"
+                                      : "read-only or locked them");
             return -ENOMEM;
         }
         if (err) {
