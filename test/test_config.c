@@ -127,7 +127,7 @@ Test(config, defaults_are_the_documented_values)
     cr_assert_eq(c.cache_size, 512ULL << 20);
     cr_assert_eq(c.region_size, 16ULL << 30);
     cr_assert_eq(c.shards, 0);
-    cr_assert_eq(c.reclaim, LETHE_RECLAIM_REBALANCER);
+    cr_assert_eq(c.reclaim, LETHE_RECLAIM_DIRECT);
     cr_assert_eq(c.reserve_pct, 20);
     cr_assert_eq(c.inactive_pct, 2);
     cr_assert_eq(c.reclaim_batch, 4);

@@ -237,9 +237,12 @@ Test(core, pages_survive_eviction_and_come_back_signal_direct)
 
 /* One vCPU, one shard, direct reclaim, signal delivery (the faulting thread serves its own
  * fault, so everything is done when the access returns): the lists are deterministic. */
+/* 16 frames, scripted list states: with parking = move a refill demotes one batch (under
+ * batch parking it takes 64 pages, the whole cache here; test_evict_classes scripts that) */
 static struct lethe *start_small(enum lethe_delivery d)
 {
     struct lethe_config c = core_test_config(d, LETHE_RECLAIM_DIRECT, 16 * PG, 4 * MiB);
+    c.parking = LETHE_PARKING_MOVE;
     c.vcpus = 1;
     c.shards = 1;
     c.reclaim_batch = 4;

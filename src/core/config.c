@@ -154,7 +154,7 @@ void lethe_config_defaults(struct lethe_config *c)
     c->cache_size = 512 * MB;
     c->region_size = 16ULL << 30;
     c->shards = 0;
-    c->reclaim = LETHE_RECLAIM_REBALANCER;
+    c->reclaim = LETHE_RECLAIM_DIRECT;
     c->reserve_pct = 20;
     c->inactive_pct = 2;
     c->reclaim_batch = 4;

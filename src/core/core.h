@@ -25,6 +25,7 @@
 #include "rebalancer/aimd.h"
 
 #define LETHE_MAX_BATCH         256 /* reclaim_batch is clamped to this */
+#define LETHE_BG_BATCH          64  /* batch parking: the rebalancer's batches, and a refill's */
 #define LETHE_SHARD_CHUNK_SHIFT 4   /* 16 consecutive pages (64 KiB) share a shard */
 #define LETHE_CACHE_GROWTH      4   /* the frame table holds 4x the initial cache_size */
 #define LETHE_MIN_FRAMES        16

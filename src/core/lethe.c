@@ -250,7 +250,8 @@ int lethe_start(const struct lethe_config *cfg, struct lethe **out)
     l->frames_target = frames;
 
     struct lethe_transport_params tp;
-    rc = transport_params(cfg, l->batch, &tp);
+    /* the rebalancer and a refill work in batches of up to LETHE_BG_BATCH (batch parking) */
+    rc = transport_params(cfg, l->batch < LETHE_BG_BATCH ? LETHE_BG_BATCH : l->batch, &tp);
     if (rc < 0)
         goto fail;
     rc = lethe_transport_open(&tp, &l->transport);

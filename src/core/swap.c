@@ -280,7 +280,8 @@ int lethe_core_fault(void *core, struct lethe_vcpu *v, uint64_t vpn, enum lethe_
 {
     struct lethe *l = core;
     (void)access;
-    if (l->batch_park && l->thread_delivery && vpn < l->region_pages) {
+    /* (l->batch_park is written before the region is published: read it after lethe_rgn) */
+    if (lethe_rgn(l) && l->batch_park && l->thread_delivery && vpn < l->region_pages) {
         /* A capture's own fault on a page that was zapped behind our back: answer it with a
          * zero page (what the page holds after a zap) instead of waiting for the capture,
          * which waits for this fault. end_capture() waits for us before the unmap. */

@@ -32,8 +32,17 @@ static int reclaim_shard(struct lethe *l, struct lethe_worker *w, unsigned si, b
     uint64_t act = lethe_list_count(&s->active), inact = lethe_list_count(&s->inactive);
     uint64_t target = (act + inact) * l->cfg.inactive_pct / 100 + l->batch;
     uint64_t want = inact < target ? target - inact : starved ? l->batch : 0;
+    /* Under batch parking a demotion costs one TLB flush whatever its size (up to a capture
+     * chunk): a refill takes LETHE_BG_BATCH pages at once, so that it comes once every
+     * LETHE_BG_BATCH / reclaim_batch reclaims instead of every one */
+    unsigned chunk = l->batch;
+    if (l->batch_park && want > 0 && chunk < LETHE_BG_BATCH) {
+        chunk = LETHE_BG_BATCH;
+        if (want < chunk)
+            want = chunk;
+    }
     while (want > 0) {
-        int d = lethe_demote(l, w, si, want < l->batch ? (unsigned)want : l->batch, false);
+        int d = lethe_demote(l, w, si, want < chunk ? (unsigned)want : chunk, false);
         if (d <= 0)
             break;
         want -= (uint64_t)d < want ? (uint64_t)d : want;

@@ -66,6 +66,14 @@ static void rebalancer_sleep(struct lethe *l, uint64_t us)
     __atomic_store_n(&l->kick, 0, __ATOMIC_RELAXED);
 }
 
+/* The rebalancer works off the fault path, so under batch parking it takes whole capture
+ * chunks at a time (one TLB flush per 64 pages demoted); a fault's own reclaim keeps
+ * reclaim_batch, which bounds what one fault waits for. */
+static unsigned rebalancer_batch(const struct lethe *l)
+{
+    return l->batch_park && l->batch < LETHE_BG_BATCH ? LETHE_BG_BATCH : l->batch;
+}
+
 /* One shard's visit; returns false when its lock was found taken. *reaped counts the
  * proactive evictions. */
 static bool visit(struct lethe *l, struct lethe_worker *w, unsigned si, bool age, uint64_t reap,
@@ -79,8 +87,9 @@ static bool visit(struct lethe *l, struct lethe_worker *w, unsigned si, bool age
 
     uint64_t want_inactive = age ? (act + inact) * l->cfg.inactive_pct / 100 + reap : 0;
     uint64_t demote = want_inactive > inact ? want_inactive - inact : 0;
+    unsigned batch = rebalancer_batch(l);
     while (demote > 0) {
-        int d = lethe_demote(l, w, si, demote < l->batch ? (unsigned)demote : l->batch, true);
+        int d = lethe_demote(l, w, si, demote < batch ? (unsigned)demote : batch, true);
         if (d == -EBUSY)
             return false;
         if (d <= 0)
@@ -88,7 +97,7 @@ static bool visit(struct lethe *l, struct lethe_worker *w, unsigned si, bool age
         demote -= (uint64_t)d < demote ? (uint64_t)d : demote;
     }
     while (reap > 0) {
-        int e = lethe_evict(l, w, si, reap < l->batch ? (unsigned)reap : l->batch, true, NULL);
+        int e = lethe_evict(l, w, si, reap < batch ? (unsigned)reap : batch, true, NULL);
         if (e == -EBUSY)
             return false;
         if (e <= 0)
