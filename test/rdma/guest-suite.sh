@@ -329,7 +329,7 @@ lethed_run() {
         "$delivery delivery: the heap-heavy program's output under Lethe equals its output" \
         "without it"
     expect /tmp/app.err \
-        "paths +delivery=$delivery move=(copy|copy\\+WP) dirty=none transport=verbs $IP:7408" \
+        "paths +delivery=$delivery move=(copy|copy\\+WP) dirty=none parking=move transport=verbs $IP:7408" \
         "$delivery delivery: the summary names the fallback paths (no UFFDIO_MOVE, no dirty" \
         "tracking) and the verbs transport"
     swapins=$(sed -n 's/.*[^0-9]\([0-9][0-9]*\) swap-ins.*/\1/p' /tmp/app.err | head -n1)
