@@ -342,6 +342,7 @@ static unsigned keep_evictable(struct lethe *l, struct lethe_shard *s, struct le
         w->cls[kept] = w->cls[k];
         w->slots[kept] = w->slots[k];
         w->sums[kept] = w->sums[k];
+        w->bufs[kept] = w->bufs[k];
         kept++;
     }
     lethe_shard_unlock(s);
