@@ -127,6 +127,9 @@ static void fork_prepare(void)
     l->fork_pipe[0] = l->fork_pipe[1] = -1;
     if (l->child) /* a grandchild inherits the child's keeper and the frozen slots */
         return;
+    /* the heap's pages are about to be shared copy-on-write: captures make them exclusive */
+    if (lethe_rgn(l))
+        lethe_region_note_fork(lethe_rgn(l));
     if (!lethe_transport_fork_readable(l->transport, NULL))
         return;
     lethe_fork_reap(l);

@@ -146,6 +146,10 @@ bool lethe_region_has_dirty_tracking(const struct lethe_region *r);
  * any page (the core hands them out), and the region is not subscribed to the application's
  * madvise/munmap events (liblethe.so's wrappers handle those calls). */
 bool lethe_region_batch_parking(const struct lethe_region *r);
+/* The process is about to fork (called before it, with no capture in flight): from now on a
+ * capture first makes each page exclusive to this process, since a write to a page still
+ * shared copy-on-write with a child would land in a new page, not in the one captured. */
+void lethe_region_note_fork(struct lethe_region *r);
 
 /* --- page operations (callable from any thread; batched forms take arrays) --- */
 

@@ -67,6 +67,9 @@ struct lethe_region {
     bool sync_wp;    /* copy fallback: soft-unmap write-protects (sync) while it copies */
     bool app_events; /* subscribed to EVENT_REMOVE / EVENT_UNMAP */
     bool batch;      /* batch parking: capture + one process_madvise per batch, copy back */
+    /* batch parking: the process has forked, so region pages may be shared copy-on-write
+     * (lethe_region_note_fork; never cleared: a page stays non-exclusive until written) */
+    atomic_bool shared;
     int pidfd;       /* batch parking: this process, for process_madvise (-1: none) */
     /* batch parking: pipes the captures go through, each taken by one caller at a time */
     int cap_pipe[FAULT_CAPTURE_PIPES][2];

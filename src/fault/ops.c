@@ -479,7 +479,8 @@ int lethe_page_install_recycled(struct lethe_region *r, uint64_t vpn, uint64_t f
  *  3. read the pipe into the slots.
  * A write before step 2 lands in the page the pipe holds, so step 3 copies it; a write after
  * step 2 faults on the missing page and waits until the caller publishes the page. Nothing
- * written can be lost between the capture and the unmap. */
+ * written can be lost between the capture and the unmap, provided the write lands in the page
+ * captured: a page shared copy-on-write is made exclusive first (step 0). */
 
 static int take_pipe(struct lethe_region *r)
 {
@@ -513,6 +514,16 @@ static int capture_chunk(struct lethe_region *r, const int fd[2], const uint64_t
     struct iovec src[FAULT_CAPTURE_CHUNK], dst[FAULT_CAPTURE_CHUNK];
     unsigned idx[FAULT_CAPTURE_CHUNK];
     unsigned m = 0; /* pages in the pipe, in order: idx[0..m) */
+
+    /* 0: a page shared copy-on-write (with a forked child, or the zero page that
+     * UFFDIO_ZEROPAGE maps without dirty tracking) would be replaced by the kernel at the
+     * next write, and that write would land in a page the pipe does not hold: make each page
+     * exclusive first (a write fault that changes nothing). Read-only ranges refuse it; the
+     * program cannot write there anyway. */
+    if (atomic_load_explicit(&r->shared, memory_order_relaxed) || !r->has_dirty)
+        for (unsigned i = 0; i < n; i++)
+            if (status[i] == 0)
+                make_exclusive(fault_addr(r, vpns[i]));
 
     /* 1: capture */
     for (unsigned i = 0; i < n;) {

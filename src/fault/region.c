@@ -517,6 +517,11 @@ bool lethe_region_batch_parking(const struct lethe_region *r)
     return r->batch;
 }
 
+void lethe_region_note_fork(struct lethe_region *r)
+{
+    atomic_store(&r->shared, true);
+}
+
 bool lethe_region_has_dirty_tracking(const struct lethe_region *r)
 {
     return r->has_dirty;
