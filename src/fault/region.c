@@ -102,8 +102,8 @@ static bool probe_pagemap_scan(struct lethe_region *r)
     return ioctl(r->pagemap_fd, PAGEMAP_SCAN, &arg) >= 0;
 }
 
-/* Batch parking needs process_madvise(MADV_DONTNEED) on this process (Linux 5.10 refuses
- * it: only COLD, PAGEOUT and WILLNEED there) and pipes that hold a capture chunk. */
+/* Batch parking needs process_madvise(MADV_DONTNEED) on this process (older kernels take only
+ * a few advices there, such as COLD and PAGEOUT) and pipes that hold a capture chunk. */
 static bool probe_batch(struct lethe_region *r)
 {
     int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
