@@ -130,9 +130,19 @@ static void fork_prepare(void)
     /* the heap's pages are about to be shared copy-on-write: captures make them exclusive */
     if (lethe_rgn(l))
         lethe_region_note_fork(lethe_rgn(l));
-    if (!lethe_transport_fork_readable(l->transport, NULL))
+    bool readable = lethe_transport_fork_readable(l->transport, NULL);
+    if (readable)
+        lethe_fork_reap(l);
+    /* Drain first, then take the hold: a write-back still running would otherwise stamp its
+     * slot with the new generation although the child inherits what it wrote. Drained also
+     * when the child gets no hold: no capture may run across the fork (the pages it holds
+     * become shared copy-on-write). The parent and child handlers end `forking`. */
+    fork_owner = true;
+    __atomic_store_n(&l->forking, true, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&l->fork_inflight, __ATOMIC_SEQ_CST) != 0)
+        sched_yield();
+    if (!readable)
         return;
-    lethe_fork_reap(l);
     pthread_mutex_lock(&l->fork_lock);
     bool room = l->nkeepers < LETHE_MAX_FORK_READERS;
     pthread_mutex_unlock(&l->fork_lock);
@@ -147,12 +157,6 @@ static void fork_prepare(void)
         lethe_warn("fork: no pipe (%s): the child cannot read pages that are out", strerror(errno));
         return;
     }
-    /* Drain first, then take the hold: a write-back still running would otherwise stamp its
-     * slot with the new generation although the child inherits what it wrote. */
-    fork_owner = true;
-    __atomic_store_n(&l->forking, true, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&l->fork_inflight, __ATOMIC_SEQ_CST) != 0)
-        sched_yield();
     int64_t gen = lethe_slots_hold(&l->slots);
     if (gen < 0) {
         __atomic_store_n(&l->forking, false, __ATOMIC_SEQ_CST);
@@ -169,10 +173,12 @@ static void fork_prepare(void)
 static void fork_parent(void)
 {
     struct lethe *l = fork_lethe;
-    if (!l || l->fork_pipe[0] < 0)
+    if (!l || l->child)
         return;
     __atomic_store_n(&l->forking, false, __ATOMIC_SEQ_CST);
     fork_owner = false;
+    if (l->fork_pipe[0] < 0)
+        return;
     close_fd(l->fork_pipe[1]); /* a failed fork: the read end sees EOF at once */
     pthread_mutex_lock(&l->fork_lock);
     l->keepers[l->nkeepers] = l->fork_pipe[0];
