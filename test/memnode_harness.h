@@ -40,6 +40,8 @@ struct mn_opts {
     const char *extra;    /* more lines for [memnode], e.g. "rdma_listen = 127.0.0.1:0\n" */
     bool no_token_file;   /* let the node create the token file */
     const char *host;     /* tcp_listen host, default 127.0.0.1 */
+    const char *port;     /* tcp_listen port, default 0 (a free one) */
+    const char *token;    /* the token's text, default a new one */
 };
 
 static inline void mn_sleep_ms(unsigned ms)
@@ -75,14 +77,18 @@ static inline int mn_start(struct mn_proc *m, const struct mn_opts *o)
     snprintf(m->log, sizeof(m->log), "%s/memnode.log", m->dir);
     if (!o->no_token_file) {
         FILE *t = fopen(m->token_file, "w");
-        fprintf(t, "test-token-%d-%d\n", getpid(), seq);
+        if (o->token)
+            fprintf(t, "%s\n", o->token);
+        else
+            fprintf(t, "test-token-%d-%d\n", getpid(), seq);
         fclose(t);
     }
     FILE *f = fopen(m->conf, "w");
     fprintf(f,
-            "[memnode]\ncapacity = %s\ntcp_listen = %s:0\nunix_socket = %s\n"
+            "[memnode]\ncapacity = %s\ntcp_listen = %s:%s\nunix_socket = %s\n"
             "token_file = %s\nmax_clients = %u\n%s[log]\nlevel = info\n",
-            o->capacity ? o->capacity : "64M", o->host ? o->host : "127.0.0.1", m->sock,
+            o->capacity ? o->capacity : "64M", o->host ? o->host : "127.0.0.1",
+            o->port ? o->port : "0", m->sock,
             m->token_file, o->max_clients ? o->max_clients : 8, o->extra ? o->extra : "");
     fclose(f);
     m->pid = fork();

@@ -119,10 +119,14 @@ static const struct key_spec lethe_keys[] = {
     L("rebalancer", "cooldown", K_UINT, 0, cooldown, 0, 10000, NULL),
     L("transport", "transport", K_ENUM, 0, transport, 0, 0, transport_names),
     L("transport", "memnode", K_MEMNODES, 0, memnodes, 0, 0, NULL),
+    L("transport", "embedded_nodes", K_UINT, 0, embedded_nodes, 1, LETHE_MAX_MEMNODES, NULL),
     L("transport", "remote_size", K_SIZE, F_PAGES, remote_size, 64 * KB, 64 * TB, NULL),
+    L("transport", "replicas", K_UINT, 0, replicas, 1, 3, NULL),
     L("transport", "token_file", K_STRING, 0, token_file, 0, 0, NULL),
     L("transport", "shm_delay", K_DURATION, 0, shm_delay_us, 0, 1 * SEC, NULL),
     L("transport", "connect_timeout", K_DURATION, 0, connect_timeout_us, 1 * MS, 3600 * SEC, NULL),
+    L("transport", "node_timeout", K_DURATION, 0, node_timeout_us, 1 * MS, 3600 * SEC, NULL),
+    L("transport", "repair_rate", K_SIZE, 0, repair_rate, 4 * KB, 64 * TB, NULL),
     L("control", "listen", K_LISTEN, 0, control_listen, 0, 0, NULL),
     L("log", "level", K_ENUM, 0, log_level, 0, 0, level_names),
     L("log", "summary", K_STRING, F_NONEMPTY, summary, 0, 0, NULL),
@@ -174,9 +178,13 @@ void lethe_config_defaults(struct lethe_config *c)
     c->transport = LETHE_TRANSPORT_SHM;
     c->memnode_embedded = true;
     c->n_memnodes = 0;
+    c->embedded_nodes = 1;
     c->remote_size = 4ULL << 30;
+    c->replicas = 1;
     c->shm_delay_us = 0;
     c->connect_timeout_us = 5 * SEC;
+    c->node_timeout_us = 10 * SEC;
+    c->repair_rate = 64 * MB;
     snprintf(c->control_listen, sizeof(c->control_listen), "127.0.0.1:7070");
     c->log_level = LETHE_LOG_INFO;
     snprintf(c->summary, sizeof(c->summary), "stderr");
@@ -775,6 +783,20 @@ static void validate_lethe(const struct rule_ctx *r, const struct lethe_config *
                     "transport local keeps pages in-process and takes no addresses "
                     "(use memnode = embedded)");
     } else if (!c->memnode_embedded) {
+        if (c->embedded_nodes > 1)
+            rule_report(r, KEYS("embedded_nodes", "memnode"),
+                        "%u embedded nodes, but memnode lists addresses (use memnode = embedded)",
+                        c->embedded_nodes);
+        unsigned tokens = 0;
+        if (c->token_file[0]) {
+            tokens = 1;
+            for (const char *q = c->token_file; *q; q++)
+                tokens += *q == ',';
+        }
+        if (tokens > 1 && tokens != c->n_memnodes)
+            rule_report(r, KEYS("token_file", "memnode"),
+                        "%u token files for %u memory nodes (give one for all, or one per node)",
+                        tokens, c->n_memnodes);
         for (unsigned i = 0; i < c->n_memnodes; i++) {
             const char *addr = c->memnodes[i];
             if (c->transport == LETHE_TRANSPORT_SHM) {
@@ -793,6 +815,18 @@ static void validate_lethe(const struct rule_ctx *r, const struct lethe_config *
     }
 }
 
+static void validate_replicas(const struct rule_ctx *r, const struct lethe_config *c)
+{
+    unsigned nodes = c->memnode_embedded ? c->embedded_nodes : c->n_memnodes;
+    if (c->transport == LETHE_TRANSPORT_LOCAL && (c->replicas > 1 || c->embedded_nodes > 1))
+        rule_report(r, KEYS("replicas", "embedded_nodes", "transport"),
+                    "transport local has no memory nodes to replicate over");
+    else if (c->replicas > nodes)
+        rule_report(r, KEYS("replicas", c->memnode_embedded ? "embedded_nodes" : "memnode"),
+                    "%u replicas need at least %u memory nodes (%u configured)", c->replicas,
+                    c->replicas, nodes);
+}
+
 static void validate_memnode(const struct rule_ctx *r, const struct lethe_memnode_config *c)
 {
     if (strcmp(c->tcp_listen, "off") == 0 && strcmp(c->rdma_listen, "off") == 0 &&
@@ -806,6 +840,7 @@ int lethe_config_validate(const struct lethe_config *c, const char *name, FILE *
     struct load_state st = {.schema = &lethe_schema, .path = name, .errors = errors};
     struct rule_ctx r = {&st, &lethe_schema};
     validate_lethe(&r, c);
+    validate_replicas(&r, c);
     return st.problems;
 }
 
@@ -817,6 +852,7 @@ int lethe_config_load(struct lethe_config *c, const char *path, FILE *errors)
         return rc;
     struct rule_ctx r = {&st, &lethe_schema};
     validate_lethe(&r, c);
+    validate_replicas(&r, c);
     return st.problems;
 }
 

@@ -94,11 +94,16 @@ struct lethe_config {
     bool memnode_embedded;               /* memnode = embedded (the default) */
     unsigned n_memnodes;                 /* addresses when not embedded */
     char memnodes[LETHE_MAX_MEMNODES][LETHE_ADDR_MAX]; /* host:port, or a Unix socket path */
-    uint64_t remote_size;                /* bytes of remote memory asked of the node(s), 4G */
-    char token_file[LETHE_PATH_MAX];     /* shared secret; empty: lethed makes one for the
-                                            embedded node */
+    unsigned embedded_nodes;             /* embedded nodes lethed starts, 1 */
+    uint64_t remote_size;                /* bytes of remote slots the program gets, 4G */
+    unsigned replicas;                   /* copies of each page on distinct nodes, 1 */
+    char token_file[LETHE_PATH_MAX];     /* shared secret(s): one file, or one per node
+                                            (comma-separated); empty: lethed makes one for
+                                            the embedded node(s) */
     uint64_t shm_delay_us;               /* injected per-operation delay for shm, default 0 */
     uint64_t connect_timeout_us;         /* 5s */
+    uint64_t node_timeout_us;            /* a node silent this long is lost, 10s */
+    uint64_t repair_rate;                /* bytes/s of lost copies re-created, 64M */
 
     /* [control] */
     char control_listen[LETHE_ADDR_MAX]; /* 127.0.0.1:7070, or "off" */

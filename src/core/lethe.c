@@ -126,23 +126,43 @@ static int transport_params(const struct lethe_config *cfg, unsigned max_batch,
                     kind);
         return -EINVAL;
     }
-    if (cfg->n_memnodes > 1)
-        lethe_warn("transport %s: %u memory nodes configured; this version uses only the "
-                   "first, %s",
-                   kind, cfg->n_memnodes, cfg->memnodes[0]);
     snprintf(tp->node, sizeof(tp->node), "%s", cfg->memnodes[0]);
+    tp->node_timeout_us = cfg->node_timeout_us;
+    tp->replicas = cfg->replicas;
+    tp->repair_rate = cfg->repair_rate;
+    tp->n_nodes = cfg->n_memnodes;
     if (!cfg->token_file[0]) {
         lethe_error("transport %s: token_file is not set: memory node %s needs its shared "
                     "secret",
                     kind, cfg->memnodes[0]);
         return -EINVAL;
     }
-    char err[128];
-    int rc = lethe_token_load(cfg->token_file, false, tp->token, sizeof(tp->token), NULL, err,
-                              sizeof(err));
-    if (rc < 0)
-        lethe_error("token_file %s: %s", cfg->token_file, err);
-    return rc;
+    /* token_file: one file for every node, or one per node, comma-separated */
+    unsigned nfiles = 1;
+    for (const char *q = cfg->token_file; *q; q++)
+        nfiles += *q == ',';
+    if (nfiles > 1 && nfiles != cfg->n_memnodes) {
+        lethe_error("token_file lists %u files for %u memory nodes", nfiles, cfg->n_memnodes);
+        return -EINVAL;
+    }
+    for (unsigned i = 0; i < cfg->n_memnodes; i++) {
+        char f[LETHE_PATH_MAX];
+        const char *q = cfg->token_file;
+        for (unsigned k = 0; nfiles > 1 && k < i; k++)
+            q = strchr(q, ',') + 1;
+        size_t len = strcspn(q, ",");
+        snprintf(f, sizeof(f), "%.*s", (int)len, q);
+        char err[128];
+        int rc = lethe_token_load(f, false, tp->tokens[i], sizeof(tp->tokens[i]), NULL, err,
+                                  sizeof(err));
+        if (rc < 0) {
+            lethe_error("token_file %s: %s", f, err);
+            return rc;
+        }
+        snprintf(tp->nodes[i], sizeof(tp->nodes[i]), "%s", cfg->memnodes[i]);
+    }
+    memcpy(tp->token, tp->tokens[0], sizeof(tp->token));
+    return 0;
 }
 
 static void teardown(struct lethe *l)

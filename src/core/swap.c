@@ -163,7 +163,7 @@ static int fault_remote(struct lethe *l, struct lethe_worker *w, struct lethe_vc
     uint64_t t0 = now_ns();
     /* into the page an eviction left in the frame, if any: no staging copy */
     void *buf = l->slot_full[f] ? lethe_region_slot(lethe_rgn(l), f) : v->staging;
-    rc = lethe_channel_read(w->ch, slot, buf);
+    rc = lethe_channel_read_checked(w->ch, slot, buf, lethe_slot_sum(&l->slots, slot));
     if (rc < 0) {
         lethe_error("page 0x%llx (vpn %llu): cannot read from %s", page_addr(l, vpn),
                     (unsigned long long)vpn, lethe_channel_error(w->ch));
@@ -390,7 +390,7 @@ static int child_swap_in(struct lethe *l, struct lethe_vcpu *v, uint64_t vpn)
         ch = l->child_channel;
     }
     uint64_t slot = lethe_pte_slot(lethe_pte_of(l, vpn));
-    int rc = lethe_channel_read(ch, slot, v->staging);
+    int rc = lethe_channel_read_checked(ch, slot, v->staging, lethe_slot_sum(&l->slots, slot));
     if (rc < 0) {
         lethe_error("page 0x%llx (vpn %llu): forked child cannot read slot %llu: %s",
                     page_addr(l, vpn), (unsigned long long)vpn, (unsigned long long)slot,

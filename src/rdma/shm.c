@@ -160,7 +160,14 @@ static int shm_write_batch(struct lethe_channel *ch, const uint64_t *slots,
     return 0;
 }
 
+static const char *shm_gone(struct lethe_transport *t)
+{
+    struct shm_remote *r = t->priv;
+    return lethe_mnc_watch_gone(&r->watch);
+}
+
 const struct lethe_transport_ops lethe_transport_shm_ops = {
+    .gone = shm_gone,
     .name = "shm",
     .fork_readable = true,
     .open = shm_kind_open,

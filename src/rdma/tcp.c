@@ -14,7 +14,11 @@
  * status or a wrong length fails the call with an error naming the node and the slot, and
  * leaves the channel unusable (its stream can no longer be trusted).
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* POLLRDHUP */
+#endif
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +30,7 @@
 
 #define TCP_CHUNK         32u         /* pages per request */
 #define TCP_WINDOW        16u         /* requests in flight per channel */
-#define TCP_IO_TIMEOUT_US 30000000ULL /* a node that answers nothing for this long is dead */
+#define TCP_IO_TIMEOUT_US 30000000ULL /* without node_timeout: silent this long = dead */
 #define TCP_REQ_FIXED     (LETHE_PROTO_HDR_LEN + LETHE_IO_FIXED + 8 * TCP_CHUNK)
 
 struct tcp_remote {
@@ -105,7 +109,8 @@ static int tcp_channel_open(struct lethe_channel *ch)
         rc = -EPROTO;
     }
     if (rc == 0)
-        rc = lethe_mnc_set_timeout(&tc->c, TCP_IO_TIMEOUT_US);
+        rc = lethe_mnc_set_timeout(&tc->c, t->params.node_timeout_us ? t->params.node_timeout_us
+                                                                     : TCP_IO_TIMEOUT_US);
     if (rc < 0) {
         lethe_channel_set_error(ch, "%s", err);
         lethe_mnc_close(&tc->c);
@@ -220,7 +225,19 @@ static int tcp_write_batch(struct lethe_channel *ch, const uint64_t *slots,
     return tcp_io(ch, LETHE_MSG_WRITE, slots, (void *const *)pages, n);
 }
 
+/* The node never writes to the control connection unasked: readable means closed (or a
+ * protocol error, which is as fatal). */
+static const char *tcp_gone(struct lethe_transport *t)
+{
+    struct tcp_remote *r = t->priv;
+    struct pollfd pfd = {.fd = r->ctl.fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)))
+        return "memnode closed the control connection";
+    return NULL;
+}
+
 const struct lethe_transport_ops lethe_transport_tcp_ops = {
+    .gone = tcp_gone,
     .name = "tcp",
     .fork_reconnect = true,
     .open = tcp_open,

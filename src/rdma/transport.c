@@ -25,9 +25,24 @@ static const struct lethe_transport_ops *ops_for(enum lethe_transport_kind kind)
     return NULL;
 }
 
+static int open_with(const struct lethe_transport_ops *ops,
+                     const struct lethe_transport_params *p, struct lethe_transport **out);
+
 int lethe_transport_open(const struct lethe_transport_params *p, struct lethe_transport **out)
 {
-    const struct lethe_transport_ops *ops = ops_for(p->kind);
+    if (p->kind != LETHE_TRANSPORT_LOCAL && (p->n_nodes > 1 || p->replicas > 1))
+        return open_with(&lethe_transport_multi_ops, p, out);
+    return lethe_transport_open_kind(p, out);
+}
+
+int lethe_transport_open_kind(const struct lethe_transport_params *p, struct lethe_transport **out)
+{
+    return open_with(ops_for(p->kind), p, out);
+}
+
+static int open_with(const struct lethe_transport_ops *ops,
+                     const struct lethe_transport_params *p, struct lethe_transport **out)
+{
     if (!ops) {
         lethe_error("transport %s is not built into this Lethe", lethe_transport_name(p->kind));
         return -ENOTSUP;
@@ -37,7 +52,13 @@ int lethe_transport_open(const struct lethe_transport_params *p, struct lethe_tr
         return -ENOMEM;
     t->ops = ops;
     t->params = *p;
-    if (p->kind == LETHE_TRANSPORT_LOCAL)
+    t->fork_readable = ops->fork_readable;
+    t->fork_reconnect = ops->fork_reconnect;
+    if (ops == &lethe_transport_multi_ops)
+        snprintf(t->describe, sizeof(t->describe), "%s, %u memory nodes, %u replica%s",
+                 lethe_transport_name(p->kind), p->n_nodes, p->replicas ? p->replicas : 1,
+                 p->replicas > 1 ? "s" : "");
+    else if (p->kind == LETHE_TRANSPORT_LOCAL)
         snprintf(t->describe, sizeof(t->describe), "local");
     else
         snprintf(t->describe, sizeof(t->describe), "%s %s", ops->name, p->node);
@@ -66,8 +87,34 @@ uint64_t lethe_transport_pages(const struct lethe_transport *t)
 bool lethe_transport_fork_readable(const struct lethe_transport *t, bool *own_channel)
 {
     if (own_channel)
-        *own_channel = t && t->ops->fork_reconnect;
-    return t && (t->ops->fork_readable || t->ops->fork_reconnect);
+        *own_channel = t && t->fork_reconnect;
+    return t && (t->fork_readable || t->fork_reconnect);
+}
+
+const char *lethe_transport_gone(struct lethe_transport *t)
+{
+    return t->ops->gone ? t->ops->gone(t) : NULL;
+}
+
+unsigned lethe_transport_node_stats(const struct lethe_transport *t, struct lethe_node_stats *out,
+                                    unsigned max, struct lethe_replica_stats *rs)
+{
+    if (t->ops->node_stats)
+        return t->ops->node_stats(t, out, max, rs);
+    if (max > 0) {
+        memset(&out[0], 0, sizeof(out[0]));
+        snprintf(out[0].addr, sizeof(out[0].addr), "%s",
+                 t->params.kind == LETHE_TRANSPORT_LOCAL ? "local" : t->params.node);
+        out[0].live = lethe_transport_gone((struct lethe_transport *)t) == NULL;
+        out[0].granted_pages = t->pages;
+    }
+    if (rs) {
+        memset(rs, 0, sizeof(*rs));
+        rs->nodes = 1;
+        rs->replicas = 1;
+        rs->live_nodes = lethe_transport_gone((struct lethe_transport *)t) == NULL;
+    }
+    return 1;
 }
 
 const char *lethe_transport_describe(const struct lethe_transport *t)
@@ -153,6 +200,16 @@ int lethe_channel_write_batch(struct lethe_channel *ch, const uint64_t *slots,
     if (rc < 0 || n == 0)
         return rc;
     return ch->t->ops->write_batch(ch, slots, pages, n);
+}
+
+int lethe_channel_read_checked(struct lethe_channel *ch, uint64_t slot, void *page, uint64_t sum)
+{
+    if (!ch->t->ops->read_checked)
+        return lethe_channel_read_batch(ch, &slot, &page, 1);
+    int rc = check_slots(ch, &slot, 1);
+    if (rc < 0)
+        return rc;
+    return ch->t->ops->read_checked(ch, &slot, &page, &sum, 1);
 }
 
 int lethe_channel_read(struct lethe_channel *ch, uint64_t slot, void *page)

@@ -33,14 +33,23 @@ struct lethe_channel;
 
 struct lethe_transport_params {
     enum lethe_transport_kind kind;
-    /* Node address: host:port for tcp and verbs, a Unix socket path for shm; unused by local.
-     * (Several nodes come later: the interface keeps the slot space flat.) */
+    /* Node address: host:port for tcp and verbs, a Unix socket path for shm; unused by local. */
     char node[LETHE_ADDR_MAX];
-    uint64_t remote_size;          /* bytes asked of the node */
+    uint64_t remote_size;          /* bytes of slots the program gets (of each node: one node) */
     char token[128];               /* shared secret, NUL-terminated; may be empty for local */
     uint64_t shm_delay_us;
     uint64_t connect_timeout_us;
+    /* A node that answers nothing for this long is dead (tcp); 0: 30 s. */
+    uint64_t node_timeout_us;
     unsigned max_batch;            /* largest batch a channel will be given (pages) */
+    /* Several nodes (multi.c): with n_nodes > 1 or replicas > 1 the slots are spread over
+     * nodes[0 .. n_nodes-1], each page on `replicas` distinct ones; node and token above are
+     * then unused. n_nodes 0 means the one node above. */
+    unsigned n_nodes;
+    unsigned replicas;             /* 0 or 1: one copy */
+    uint64_t repair_rate;          /* bytes/s of copies re-created after a node is lost */
+    char nodes[LETHE_MAX_MEMNODES][LETHE_ADDR_MAX];
+    char tokens[LETHE_MAX_MEMNODES][128];
 };
 
 /* Connects (authenticating) and obtains the remote region. Fails with a logged reason when
@@ -63,6 +72,10 @@ void lethe_channel_close(struct lethe_channel *ch);
 
 /* One page between remote slot and local memory (page-aligned, outside the region). */
 int lethe_channel_read(struct lethe_channel *ch, uint64_t slot, void *page);
+/* A read whose bytes must have checksum `sum` (checksum.h; 0: unknown, not checked here).
+ * With replicas, a copy that fails it is reported, read from another copy and repaired; a
+ * single copy is returned as read (the caller checks it). */
+int lethe_channel_read_checked(struct lethe_channel *ch, uint64_t slot, void *page, uint64_t sum);
 int lethe_channel_write(struct lethe_channel *ch, uint64_t slot, const void *page);
 /* n pages at once (n <= max_batch); all succeed or the call fails. */
 int lethe_channel_read_batch(struct lethe_channel *ch, const uint64_t *slots, void *const *pages,
@@ -71,5 +84,29 @@ int lethe_channel_write_batch(struct lethe_channel *ch, const uint64_t *slots,
                               const void *const *pages, unsigned n);
 /* Why the last operation on this channel failed, naming the node. */
 const char *lethe_channel_error(const struct lethe_channel *ch);
+
+/* What each memory node holds and how it fares (for /stats, /metrics and the summary). */
+struct lethe_node_stats {
+    char addr[LETHE_ADDR_MAX];
+    uint64_t live;          /* 1 while in use, 0 once lost (until it rejoins) */
+    uint64_t granted_pages; /* slots the node lent us */
+    uint64_t placed_pages;  /* of those, slots holding (a copy of) program slots */
+    uint64_t reads, writes; /* pages */
+    uint64_t failures;      /* times the node was found lost */
+    uint64_t bad_copies;    /* copies read from it that failed their checksum */
+    uint64_t rejoins;
+};
+struct lethe_replica_stats {
+    uint64_t nodes, replicas, live_nodes;
+    uint64_t degraded_chunks; /* chunks (64 slots) with fewer copies than replicas, at least 1 */
+    uint64_t lost_chunks;     /* written chunks with no copy left */
+    uint64_t repaired_pages;  /* pages copied to re-create lost copies */
+    uint64_t repair_pages_per_s; /* rate of the last completed re-replication (0: none yet) */
+    uint64_t bad_copies;      /* copies found bad by their checksum and rewritten */
+};
+/* Fills up to max entries (one per configured node) and, if rs, the totals; returns the
+ * number of nodes. Safe to call from any thread while the transport is open. */
+unsigned lethe_transport_node_stats(const struct lethe_transport *t, struct lethe_node_stats *out,
+                                    unsigned max, struct lethe_replica_stats *rs);
 
 #endif

@@ -14,6 +14,7 @@ struct lethe_transport {
     struct lethe_transport_params params;
     uint64_t pages;      /* remote slots granted by the node */
     char describe[LETHE_ADDR_MAX + 16];
+    bool fork_readable, fork_reconnect; /* from ops; multi.c sets them from its nodes' kind */
     void *priv;
 };
 
@@ -42,13 +43,28 @@ struct lethe_transport_ops {
                       unsigned n);
     int (*write_batch)(struct lethe_channel *ch, const uint64_t *slots, const void *const *pages,
                        unsigned n);
+    /* Optional. With expected checksums (sums[i] 0: unknown): multi.c's replicas. */
+    int (*read_checked)(struct lethe_channel *ch, const uint64_t *slots, void *const *pages,
+                        const uint64_t *sums, unsigned n);
+    /* Optional: NULL while the node is there, else why not; never blocks (multi.c polls). */
+    const char *(*gone)(struct lethe_transport *t);
+    /* Optional: per-node figures (multi.c). */
+    unsigned (*node_stats)(const struct lethe_transport *t, struct lethe_node_stats *out,
+                           unsigned max, struct lethe_replica_stats *rs);
 };
 
 extern const struct lethe_transport_ops lethe_transport_local_ops;
+/* Several nodes, replicas (multi.c): built over the kind's own table. */
+extern const struct lethe_transport_ops lethe_transport_multi_ops;
 /* Defined by shm.c, tcp.c, verbs.c; weak so the runtime links while a kind is missing. */
 extern const struct lethe_transport_ops lethe_transport_shm_ops __attribute__((weak));
 extern const struct lethe_transport_ops lethe_transport_tcp_ops __attribute__((weak));
 extern const struct lethe_transport_ops lethe_transport_verbs_ops __attribute__((weak));
+
+/* Opens one node's transport of the kind p->kind (no multi). */
+int lethe_transport_open_kind(const struct lethe_transport_params *p, struct lethe_transport **out);
+/* NULL while t's node is there, else why not (kinds without a probe: always NULL). */
+const char *lethe_transport_gone(struct lethe_transport *t);
 
 /* Records why the last operation failed (printf-style), prefixed by the node's description. */
 void lethe_channel_set_error(struct lethe_channel *ch, const char *fmt, ...)

@@ -490,8 +490,15 @@ static int verbs_write_batch(struct lethe_channel *ch, const uint64_t *slots,
     return 0;
 }
 
+static const char *verbs_gone(struct lethe_transport *t)
+{
+    struct verbs_remote *r = t->priv;
+    return lethe_mnc_watch_gone(&r->watch);
+}
+
 const struct lethe_transport_ops lethe_transport_verbs_ops = {
     .name = "verbs",
+    .gone = verbs_gone,
     .open = verbs_open,
     .close = verbs_close,
     .channel_open = verbs_channel_open,
