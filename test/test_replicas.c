@@ -323,3 +323,193 @@ Test(replicas, too_few_nodes_for_the_replicas_is_refused)
     struct lethe_transport *t = NULL;
     cr_assert_eq(lethe_transport_open(&p, &t), -EINVAL);
 }
+
+/* --- the application, in a child process (as in test_remote_failure.c) --- */
+
+#define APP_MISMATCH  3
+#define APP_NO_START  4
+#define APP_RUN_ENDED 5 /* the run ended, no wrong value: what replicas must give */
+
+struct app {
+    pid_t pid;
+    int ready_fd;
+    char err_path[128];
+};
+
+static void app_start(struct app *a, const struct lethe_config *c, unsigned threads, double secs)
+{
+    static int seq;
+    snprintf(a->err_path, sizeof(a->err_path), "/tmp/lethe-rep-%d-%d.err", getpid(), seq++);
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    fflush(stdout);
+    fflush(stderr);
+    a->pid = fork();
+    cr_assert_geq(a->pid, 0);
+    if (a->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        const int sigs[] = {SIGABRT, SIGSEGV, SIGBUS, SIGALRM, SIGTERM};
+        for (unsigned i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+            signal(sigs[i], SIG_DFL);
+        close(p[0]);
+        int fd = open(a->err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            _exit(126);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        lethe_log_init("replica-app");
+        struct stress_result r = stress_run_config(c, threads, secs, p[1]);
+        fprintf(stderr, "replica-app: run ended: lethe_start %d, %lu ops, %lu mismatches%s%s\n",
+                r.start_rc, r.ops, r.mismatches, r.error[0] ? ": " : "", r.error);
+        fflush(stderr);
+        _exit(r.start_rc ? APP_NO_START : r.mismatches ? APP_MISMATCH : APP_RUN_ENDED);
+    }
+    close(p[1]);
+    a->ready_fd = p[0];
+}
+
+static char *app_output(const struct app *a)
+{
+    FILE *f = fopen(a->err_path, "r");
+    if (!f)
+        return strdup("(no output file)");
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap + 1);
+    size_t len = fread(buf, 1, cap, f);
+    buf[len] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void app_wait_swapping(struct app *a)
+{
+    struct pollfd pfd = {.fd = a->ready_fd, .events = POLLIN};
+    char b = 0;
+    if (poll(&pfd, 1, 15000) == 1 && read(a->ready_fd, &b, 1) == 1)
+        return;
+    char *out = app_output(a);
+    kill(a->pid, SIGKILL);
+    cr_log_error("the application's output:\n%s", out);
+    free(out);
+    cr_assert_fail("the application never swapped");
+}
+
+/* Waits (40 s at most) for the child to end; returns its wait status and output. */
+static int app_wait_end(struct app *a, char **out)
+{
+    int status = -1;
+    for (int i = 0; i < 4000; i++) {
+        if (waitpid(a->pid, &status, WNOHANG) == a->pid)
+            break;
+        mn_sleep_ms(10);
+        if (i == 3999) {
+            kill(a->pid, SIGKILL);
+            waitpid(a->pid, &status, 0);
+            *out = app_output(a);
+            cr_log_error("the application's output:\n%s", *out);
+            cr_assert_fail("the application hung for 40 s");
+        }
+    }
+    *out = app_output(a);
+    close(a->ready_fd);
+    unlink(a->err_path);
+    return status;
+}
+
+static struct lethe_config app_config(enum lethe_transport_kind kind, unsigned n, unsigned r,
+                                      enum lethe_delivery d, enum lethe_reclaim rc)
+{
+    struct lethe_config c =
+        stress_remote_config(kind, addr_of(kind, 0), nodes[0].token_file, 32UL << 20, d, rc);
+    c.n_memnodes = n;
+    c.replicas = r;
+    c.node_timeout_us = 1000000;
+    c.token_file[0] = '\0';
+    size_t off = 0;
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(c.memnodes[i], sizeof(c.memnodes[i]), "%.200s", addr_of(kind, i));
+        off += (size_t)snprintf(c.token_file + off, sizeof(c.token_file) - off, "%s%s",
+                                i ? "," : "", nodes[i].token_file);
+    }
+    return c;
+}
+
+/* A node is broken (signal sig) while the application swaps with `replicas` copies. */
+static void break_node_mid_run(enum lethe_transport_kind kind, unsigned n, unsigned r, int sig,
+                               enum lethe_delivery d, enum lethe_reclaim rc)
+{
+    start_nodes(n, "128M");
+    struct lethe_config c = app_config(kind, n, r, d, rc);
+    struct app a;
+    app_start(&a, &c, 4, 4.0);
+    app_wait_swapping(&a);
+    mn_sleep_ms(300);
+    if (sig == SIGSTOP)
+        kill(nodes[1].pid, SIGSTOP);
+    else
+        mn_signal_wait(&nodes[1], sig);
+    char *out = NULL;
+    int status = app_wait_end(&a, &out);
+    if (sig == SIGSTOP)
+        kill(nodes[1].pid, SIGCONT);
+    bool ended = WIFEXITED(status) && WEXITSTATUS(status) == APP_RUN_ENDED;
+    bool wrong = WIFEXITED(status) && WEXITSTATUS(status) == APP_MISMATCH;
+    if (r >= 2) {
+        if (!ended || !strstr(out, " lost: "))
+            cr_log_error("the application's output:\n%s", out);
+        cr_assert(!wrong, "wrong data after a node failed with %u replicas", r);
+        cr_assert(ended, "the run did not finish with %u replicas (wait status 0x%x)", r, status);
+        cr_assert(strstr(out, " lost: "), "the loss of the node was reported");
+        cr_assert(strstr(out, ", 0 mismatches"), "every value verified");
+        const char *end = strstr(out, "run ended");
+        const char *lost = strstr(out, "memnode ");
+        cr_log_info("%.*s ... %.*s", (int)strcspn(lost, "\n"), lost, (int)strcspn(end, "\n"), end);
+    } else {
+        /* one copy: the documented fatal error naming page and node */
+        bool named = false;
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+            if (strstr(line, "(vpn ") && strstr(line, addr_of(kind, 1)))
+                named = true;
+        cr_assert(!wrong, "wrong data after the node died");
+        cr_assert(!ended && (WIFSIGNALED(status) || WEXITSTATUS(status) != 0),
+                  "the application went on without its pages (status 0x%x)", status);
+        cr_assert(named, "no line names the page and node %s", addr_of(kind, 1));
+    }
+    free(out);
+}
+
+Test(replicas_app, shm_two_nodes_two_replicas_one_killed_mid_run_nothing_lost)
+{
+    break_node_mid_run(LETHE_TRANSPORT_SHM, 2, 2, SIGKILL, LETHE_DELIVERY_THREAD,
+                       LETHE_RECLAIM_DIRECT);
+}
+
+Test(replicas_app, tcp_three_nodes_two_replicas_one_killed_mid_run_nothing_lost)
+{
+    break_node_mid_run(LETHE_TRANSPORT_TCP, 3, 2, SIGKILL, LETHE_DELIVERY_SIGNAL,
+                       LETHE_RECLAIM_REBALANCER);
+}
+
+Test(replicas_app, shm_three_nodes_two_replicas_one_killed_mid_run_nothing_lost)
+{
+    break_node_mid_run(LETHE_TRANSPORT_SHM, 3, 2, SIGKILL, LETHE_DELIVERY_SIGNAL,
+                       LETHE_RECLAIM_DIRECT);
+}
+
+Test(replicas_app, tcp_two_replicas_a_stalled_node_is_lost_after_node_timeout_nothing_lost)
+{
+    break_node_mid_run(LETHE_TRANSPORT_TCP, 2, 2, SIGSTOP, LETHE_DELIVERY_THREAD,
+                       LETHE_RECLAIM_DIRECT);
+}
+
+Test(replicas_app, shm_one_replica_a_killed_node_stops_the_app_naming_page_and_node)
+{
+    break_node_mid_run(LETHE_TRANSPORT_SHM, 2, 1, SIGKILL, LETHE_DELIVERY_THREAD,
+                       LETHE_RECLAIM_DIRECT);
+}
+
+Test(replicas_app, tcp_one_replica_a_killed_node_stops_the_app_naming_page_and_node)
+{
+    break_node_mid_run(LETHE_TRANSPORT_TCP, 2, 1, SIGKILL, LETHE_DELIVERY_SIGNAL,
+                       LETHE_RECLAIM_DIRECT);
+}
