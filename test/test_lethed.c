@@ -262,3 +262,22 @@ Test(lethed, control_port_off_still_runs_the_program)
     cr_assert_null(strstr(err, "control port listening"), "%s", err);
     free(err);
 }
+
+Test(lethed, starts_several_embedded_nodes_and_keeps_two_copies_of_each_page)
+{
+    char extra[600];
+    snprintf(extra, sizeof(extra),
+             "[transport]\nembedded_nodes = 3\nreplicas = 2\n[log]\nsummary = %s\n",
+             tl_file("summary.txt"));
+    const char *conf = tl_config("a.conf", "2M", extra);
+    char *cmd[] = {TL_PROG("app_mixed"), "8", NULL};
+    cr_assert_eq(run_lethed(conf, cmd, NULL, tl_file("err")), 0);
+    char *sum = tl_read_file(tl_file("summary.txt"));
+    cr_assert_not_null(sum);
+    cr_assert(strstr(sum, "transport=shm, 3 memory nodes, 2 replicas"), "%s", sum);
+    cr_assert(strstr(sum, "3 of 3 memory nodes live, 2 replicas"), "%s", sum);
+    free(sum);
+    char *err = tl_read_file(tl_file("err"));
+    cr_assert(strstr(err, "memnode-2.sock"), "a third embedded node: %s", err);
+    free(err);
+}

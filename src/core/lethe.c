@@ -536,6 +536,12 @@ int lethe_set_cache_size(struct lethe *l, uint64_t bytes)
     return lethe_cache_resize(l, bytes >> LETHE_PAGE_SHIFT);
 }
 
+unsigned lethe_get_node_stats(const struct lethe *l, struct lethe_node_stats *out, unsigned max,
+                              struct lethe_replica_stats *rs)
+{
+    return lethe_transport_node_stats(l->transport, out, max, rs);
+}
+
 const char *lethe_paths(const struct lethe *l)
 {
     return l->paths;

@@ -142,6 +142,12 @@ void lethe_get_shard_stats(struct lethe *l, unsigned shard, struct lethe_shard_s
 int lethe_set_cache_size(struct lethe *l, uint64_t bytes);
 /* "delivery=thread move=UFFDIO_MOVE dirty=PAGEMAP_SCAN transport=shm ..." */
 const char *lethe_paths(const struct lethe *l);
+struct lethe_node_stats;
+struct lethe_replica_stats;
+/* Per memory node figures and the replica totals (rdma/transport.h); returns the number of
+ * nodes (1 for a single node or local). Any thread. */
+unsigned lethe_get_node_stats(const struct lethe *l, struct lethe_node_stats *out, unsigned max,
+                              struct lethe_replica_stats *rs);
 /* The run's summary, human readable, several lines. */
 void lethe_print_summary(struct lethe *l, FILE *out);
 

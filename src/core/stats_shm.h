@@ -27,9 +27,10 @@
 
 #include "core/config.h"
 #include "core/lethe.h"
+#include "rdma/transport.h"
 
 #define LETHE_STATS_SHM_MAGIC   0x3154535348544c45ULL /* "ELTHSST1" little endian */
-#define LETHE_STATS_SHM_VERSION 2u
+#define LETHE_STATS_SHM_VERSION 3u
 /* Snapshots older than this (monotonic clock) count as stale for /health. */
 #define LETHE_STATS_FRESH_NS (2ULL * 1000 * 1000 * 1000)
 
@@ -54,6 +55,10 @@ struct lethe_stats_snapshot {
     struct lethe_stats stats;
     char paths[256]; /* lethe_paths() */
     char error[256]; /* why the runtime failed (state FAILED) */
+    /* the memory nodes (lethe_get_node_stats) */
+    uint64_t nnodes;
+    struct lethe_replica_stats replicas;
+    struct lethe_node_stats nodes[LETHE_MAX_MEMNODES];
     struct lethe_shard_stats shards[LETHE_MAX_SHARDS];
 };
 

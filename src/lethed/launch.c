@@ -154,6 +154,28 @@ static int rdma_interface_address(char *ip, size_t len)
     return rc;
 }
 
+/* Node k of the embedded ones (0: the first); its address into addr. */
+static int start_one_node(struct run *r, unsigned k, const struct lethe_memnode_config *base,
+                          struct lethe_memnode **out, char *addr, size_t addrlen)
+{
+    struct lethed_session *s = &r->s;
+    struct lethe_memnode_config mc = *base;
+    if (k > 0 && strcmp(mc.unix_socket, "off") != 0)
+        snprintf(mc.unix_socket, sizeof(mc.unix_socket), "%s/memnode-%u.sock", s->run_dir, k);
+    int rc = lethe_memnode_start(&mc, out);
+    if (rc < 0) {
+        lethe_error("cannot start embedded memory node %u: %s", k, strerror(-rc));
+        *out = NULL;
+        return rc;
+    }
+    const char *a = s->cfg->transport == LETHE_TRANSPORT_SHM ? lethe_memnode_unix_path(*out)
+                                                             : lethe_memnode_tcp_address(*out);
+    snprintf(addr, addrlen, "%s", a);
+    lethe_info("embedded memory node on %s (%s transport)", addr,
+               lethe_transport_name(s->cfg->transport));
+    return 0;
+}
+
 static int start_embedded_memnode(struct run *r)
 {
     struct lethed_session *s = &r->s;
@@ -205,19 +227,15 @@ static int start_embedded_memnode(struct run *r)
     case LETHE_TRANSPORT_LOCAL:
         return 0;
     }
-    rc = lethe_memnode_start(&mc, &s->memnode);
-    if (rc < 0) {
-        lethe_error("cannot start the embedded memory node: %s", strerror(-rc));
-        s->memnode = NULL;
-        return rc;
+    rc = start_one_node(r, 0, &mc, &s->memnode, s->memnode_address,
+                        sizeof(s->memnode_address));
+    for (unsigned k = 1; rc == 0 && k < cfg->embedded_nodes; k++) {
+        rc = start_one_node(r, k, &mc, &s->more_nodes[k - 1], s->more_addresses[k - 1],
+                            sizeof(s->more_addresses[k - 1]));
+        if (rc == 0)
+            s->n_more = k;
     }
-    const char *addr = cfg->transport == LETHE_TRANSPORT_SHM
-                           ? lethe_memnode_unix_path(s->memnode)
-                           : lethe_memnode_tcp_address(s->memnode);
-    snprintf(s->memnode_address, sizeof(s->memnode_address), "%s", addr);
-    lethe_info("embedded memory node on %s (%s transport)", s->memnode_address,
-               lethe_transport_name(cfg->transport));
-    return 0;
+    return rc;
 }
 
 static int write_effective_config(struct run *r)
@@ -226,9 +244,13 @@ static int write_effective_config(struct run *r)
     r->effective = *s->cfg;
     if (s->memnode) {
         r->effective.memnode_embedded = false;
-        r->effective.n_memnodes = 1;
+        r->effective.n_memnodes = 1 + s->n_more;
+        r->effective.embedded_nodes = 1;
         snprintf(r->effective.memnodes[0], sizeof(r->effective.memnodes[0]), "%s",
                  s->memnode_address);
+        for (unsigned k = 0; k < s->n_more; k++) /* one token file serves them all */
+            memcpy(r->effective.memnodes[k + 1], s->more_addresses[k],
+                   sizeof(r->effective.memnodes[k + 1]));
         snprintf(r->effective.token_file, sizeof(r->effective.token_file), "%s", s->token_path);
     } else if (!s->cfg->memnode_embedded && s->cfg->n_memnodes > 0) {
         snprintf(s->memnode_address, sizeof(s->memnode_address), "%s", s->cfg->memnodes[0]);
@@ -424,6 +446,8 @@ static void teardown(struct run *r)
         event_base_free(r->s.base);
     if (r->s.memnode)
         lethe_memnode_stop(r->s.memnode);
+    for (unsigned k = 0; k < r->s.n_more; k++)
+        lethe_memnode_stop(r->s.more_nodes[k]);
     if (r->s.shm)
         lethe_stats_shm_detach(r->s.shm);
     if (r->s.shm_fd >= 0)
@@ -514,10 +538,15 @@ static int prepare(struct run *r, int argc, char **argv)
     char shm_spec[32], control[LETHE_ADDR_MAX + 16];
     snprintf(shm_spec, sizeof(shm_spec), "fd:%d", s->shm_fd);
     snprintf(control, sizeof(control), "http://%s/", s->control_address);
+    /* the embedded nodes' addresses, comma-separated (lethe.conf's memnode syntax) */
+    static char nodes[LETHE_MAX_MEMNODES * (LETHE_ADDR_MAX + 1)];
+    size_t off = (size_t)snprintf(nodes, sizeof(nodes), "%s", s->memnode_address);
+    for (unsigned k = 0; k < s->n_more && off < sizeof(nodes); k++)
+        off += (size_t)snprintf(nodes + off, sizeof(nodes) - off, ",%s", s->more_addresses[k]);
     struct lethed_env_vars vars = {
         .preload = s->preload_path,
         .config = s->config_path,
-        .memnode = s->memnode ? s->memnode_address : NULL,
+        .memnode = s->memnode ? nodes : NULL,
         .token_file = s->memnode ? s->token_path : NULL,
         .stats_shm = shm_spec,
         .control = s->control_address[0] ? control : NULL,

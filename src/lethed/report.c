@@ -284,6 +284,29 @@ void lethed_report_json(FILE *out, const struct lethed_session *s,
                 m.clients, m.connections, m.capacity, m.bytes_lent, m.reads, m.writes, m.pages_read,
                 m.pages_written, m.errors, m.auth_failures);
     }
+    if (have_snap && snap->nnodes) {
+        const struct lethe_replica_stats *rs = &snap->replicas;
+        fprintf(out,
+                ",\n  \"replicas\": {\"nodes\": %" PRIu64 ", \"replicas\": %" PRIu64
+                ", \"live_nodes\": %" PRIu64 ", \"degraded_chunks\": %" PRIu64
+                ", \"lost_chunks\": %" PRIu64 ", \"repaired_pages\": %" PRIu64
+                ", \"repair_pages_per_s\": %" PRIu64 ", \"bad_copies\": %" PRIu64 "}",
+                rs->nodes, rs->replicas, rs->live_nodes, rs->degraded_chunks, rs->lost_chunks,
+                rs->repaired_pages, rs->repair_pages_per_s, rs->bad_copies);
+        fputs(",\n  \"nodes\": [", out);
+        for (uint64_t i = 0; i < snap->nnodes && i < LETHE_MAX_MEMNODES; i++) {
+            const struct lethe_node_stats *n = &snap->nodes[i];
+            fprintf(out, "%s\n    {", i ? "," : "");
+            json_key_str(out, "address", n->addr, false);
+            fprintf(out,
+                    ", \"live\": %s, \"granted_pages\": %" PRIu64 ", \"placed_pages\": %" PRIu64
+                    ", \"reads\": %" PRIu64 ", \"writes\": %" PRIu64 ", \"failures\": %" PRIu64
+                    ", \"bad_copies\": %" PRIu64 ", \"rejoins\": %" PRIu64 "}",
+                    n->live ? "true" : "false", n->granted_pages, n->placed_pages, n->reads,
+                    n->writes, n->failures, n->bad_copies, n->rejoins);
+        }
+        fputs("]", out);
+    }
     fputs(",\n  \"stats\": {", out);
     for (size_t i = 0; i < N_FIELDS; i++)
         fprintf(out, "%s\"%s\": %" PRIu64, i ? ", " : "", fields[i].field,
@@ -396,6 +419,51 @@ void lethed_report_prometheus(FILE *out, const struct lethed_session *s,
             fprintf(out, "%s{shard=\"%" PRIu64 "\"} %" PRIu64 "\n", sm->name, i, v);
         }
     }
+    if (snap->nnodes) {
+        static const struct {
+            const char *name, *type, *help;
+            size_t offset;
+        } node_metrics[] = {
+            {"lethe_node_live", "gauge", "1 while the memory node is in use, 0 once lost.",
+             offsetof(struct lethe_node_stats, live)},
+            {"lethe_node_granted_pages", "gauge", "Page slots the memory node lent.",
+             offsetof(struct lethe_node_stats, granted_pages)},
+            {"lethe_node_placed_pages", "gauge",
+             "Page slots of the node that hold (a copy of) the program's slots.",
+             offsetof(struct lethe_node_stats, placed_pages)},
+            {"lethe_node_pages_read_total", "counter", "Pages read from the memory node.",
+             offsetof(struct lethe_node_stats, reads)},
+            {"lethe_node_pages_written_total", "counter", "Pages written to the memory node.",
+             offsetof(struct lethe_node_stats, writes)},
+            {"lethe_node_failures_total", "counter", "Times the memory node was found lost.",
+             offsetof(struct lethe_node_stats, failures)},
+            {"lethe_node_bad_copies_total", "counter",
+             "Copies read from the node that failed their checksum.",
+             offsetof(struct lethe_node_stats, bad_copies)},
+        };
+        for (size_t m = 0; m < sizeof(node_metrics) / sizeof(node_metrics[0]); m++) {
+            metric_header(out, node_metrics[m].name, node_metrics[m].type, node_metrics[m].help);
+            for (uint64_t i = 0; i < snap->nnodes && i < LETHE_MAX_MEMNODES; i++) {
+                uint64_t v;
+                memcpy(&v, (const char *)&snap->nodes[i] + node_metrics[m].offset, sizeof(v));
+                fprintf(out, "%s{node=\"", node_metrics[m].name);
+                for (const char *c = snap->nodes[i].addr; *c; c++) /* label escaping */
+                    fprintf(out, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+                fprintf(out, "\"} %" PRIu64 "\n", v);
+            }
+        }
+        const struct lethe_replica_stats *rs = &snap->replicas;
+        metric_header(out, "lethe_replicas", "gauge", "Copies of each page (replicas).");
+        metric_u64(out, "lethe_replicas", rs->replicas);
+        metric_header(out, "lethe_degraded_chunks", "gauge",
+                      "Chunks of 64 slots with fewer copies than replicas (at least one).");
+        metric_u64(out, "lethe_degraded_chunks", rs->degraded_chunks);
+        metric_header(out, "lethe_lost_chunks", "gauge", "Written chunks with no copy left.");
+        metric_u64(out, "lethe_lost_chunks", rs->lost_chunks);
+        metric_header(out, "lethe_repaired_pages_total", "counter",
+                      "Pages copied to re-create the copies of lost nodes.");
+        metric_u64(out, "lethe_repaired_pages_total", rs->repaired_pages);
+    }
     if (s->memnode) {
         struct lethe_memnode_stats m;
         lethe_memnode_get_stats(s->memnode, &m);
@@ -440,6 +508,14 @@ void lethed_report_final_line(FILE *out, const struct lethed_session *s,
                 " KiB",
                 snap->stats.faults, snap->stats.swap_ins, snap->stats.swap_outs,
                 snap->cache_size / 1024);
+    if (have_snap && snap->state != LETHE_STATS_STARTING && snap->state != LETHE_STATS_FAILED &&
+        snap->replicas.nodes > 1)
+        fprintf(out,
+                "; %" PRIu64 " of %" PRIu64 " memory nodes live, %" PRIu64 " replica%s, %" PRIu64
+                " pages re-replicated, %" PRIu64 " bad copies",
+                snap->replicas.live_nodes, snap->replicas.nodes, snap->replicas.replicas,
+                snap->replicas.replicas == 1 ? "" : "s", snap->replicas.repaired_pages,
+                snap->replicas.bad_copies);
     else if (have_snap && snap->state == LETHE_STATS_FAILED)
         fprintf(out, "; the runtime failed: %s", snap->error);
     if (s->account.valid)

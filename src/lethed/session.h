@@ -31,9 +31,14 @@ struct lethed_session {
     char token_path[LETHE_PATH_MAX];   /* the embedded node's token (0600), or "" */
     char preload_path[LETHE_PATH_MAX]; /* liblethe.so */
 
-    /* Memory node: the embedded one (or NULL) and the address the program uses. */
+    /* Memory node: the embedded one (or NULL) and the address the program uses. With
+     * embedded_nodes > 1 the others follow in more_nodes[] (their addresses in
+     * more_addresses[]); memnode and memnode_address stay the first. */
     struct lethe_memnode *memnode;
     char memnode_address[LETHE_ADDR_MAX]; /* "" with transport local */
+    unsigned n_more;
+    struct lethe_memnode *more_nodes[LETHE_MAX_MEMNODES - 1];
+    char more_addresses[LETHE_MAX_MEMNODES - 1][LETHE_ADDR_MAX];
 
     /* Stats segment shared with the program. */
     struct lethe_stats_shm *shm;

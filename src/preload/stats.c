@@ -154,6 +154,9 @@ static void collect_and_publish(struct lethe *l, enum lethe_stats_state state)
                      &snap->park_size);
     snprintf(snap->paths, sizeof(snap->paths), "%s", lethe_paths(l));
     snap->error[0] = '\0';
+    snap->nnodes = lethe_get_node_stats(l, snap->nodes, LETHE_MAX_MEMNODES, &snap->replicas);
+    if (snap->nnodes > LETHE_MAX_MEMNODES)
+        snap->nnodes = LETHE_MAX_MEMNODES;
     lethe_stats_shm_publish(segment, snap);
 }
 
