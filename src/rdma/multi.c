@@ -125,6 +125,7 @@ struct multi_chan {
     /* per page of a batch */
     uint8_t *tried;    /* bit per replica */
     uint8_t *ok;
+    uint8_t *bad;      /* bit per replica whose copy failed its checksum */
     int8_t *from;      /* replica a page was read from */
 };
 
@@ -224,6 +225,7 @@ static void multi_channel_close(struct lethe_channel *ch)
     free(mc->nidx);
     free(mc->tried);
     free(mc->ok);
+    free(mc->bad);
     free(mc->from);
     free(mc);
     ch->priv = NULL;
@@ -245,8 +247,10 @@ static int multi_channel_open(struct lethe_channel *ch)
     mc->nidx = calloc(per, sizeof(*mc->nidx));
     mc->tried = calloc(mc->cap, 1);
     mc->ok = calloc(mc->cap, 1);
+    mc->bad = calloc(mc->cap, 1);
     mc->from = calloc(mc->cap, 1);
-    if (!mc->nslots || !mc->npages || !mc->nidx || !mc->tried || !mc->ok || !mc->from) {
+    if (!mc->nslots || !mc->npages || !mc->nidx || !mc->tried || !mc->ok || !mc->bad ||
+        !mc->from) {
         multi_channel_close(ch);
         return -ENOMEM;
     }
@@ -421,9 +425,8 @@ static int multi_read_checked(struct lethe_channel *ch, const uint64_t *slots, v
     struct multi_chan *mc = ch->priv;
     memset(mc->tried, 0, n);
     memset(mc->ok, 0, n);
-    uint8_t *bad = calloc(n, 1); /* replicas whose copy failed its checksum */
-    if (!bad)
-        return -ENOMEM;
+    uint8_t *bad = mc->bad; /* no allocation here: this runs in fault handlers (SIGBUS too) */
+    memset(bad, 0, n);
     unsigned left = n;
     for (unsigned round = 0; round < m->r && left; round++) {
         for (unsigned k = 0; k < n; k++) {
@@ -492,7 +495,6 @@ static int multi_read_checked(struct lethe_channel *ch, const uint64_t *slots, v
         rc = -EIO;
         break;
     }
-    free(bad);
     return rc;
 }
 
