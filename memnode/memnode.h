@@ -7,7 +7,10 @@
  *    config enables (a TCP port of 0 picks a free port: read it back with
  *    lethe_memnode_tcp_address()), then serves on its own thread, a libevent loop. It
  *    returns 0, or a negative errno after logging why (port in use, socket path held by a
- *    live node, no RDMA device for rdma_listen, unreadable token file...).
+ *    live node, no RDMA device for rdma_listen, unreadable token file, a capacity that an
+ *    RDMA device without on-demand paging would need pinned and the machine cannot hold...).
+ *    With such a device it allocates and locks the whole capacity first (slow: seconds per
+ *    GiB on small machines), so that no client waits for it later.
  *  - Each client gets its own region, sized by its ALLOC and bounded by the capacity left and
  *    by max_clients; a client reaches only its own region. A region lives as long as the
  *    connection that allocated it: when that connection closes, the region's other

@@ -227,6 +227,7 @@ static void *node_thread(void *arg)
 
 static void node_free(struct lethe_memnode *n)
 {
+    n->stopping = true;
     while (n->conns)
         mn_conn_free(n->conns);
     while (n->regions) /* none: every region is owned by a connection */

@@ -1,10 +1,13 @@
 /* node_impl.h — the memory node's internals, shared by node.c (lifecycle, listeners, stats),
- * region.c (client regions), session.c (one connection's protocol) and rdma.c (RDMA CM).
+ * region.c (client regions), session.c (one connection's protocol), rdma.c (RDMA CM) and
+ * arena.c (the memory an RDMA node without on-demand paging takes at start-up).
  *
  * Thread model: everything here is touched only by the node thread (the libevent loop),
  * except `st` (atomic counters, read by any thread) and the fields set before the thread
  * starts and never changed afterwards (cfg, token, addresses). lethe_memnode_stop() joins
- * the thread before it frees anything.
+ * the thread before it frees anything. The arena's populating and zeroing helpers are
+ * threads of the call that needs them (start-up, a region's release), joined before it
+ * returns.
  */
 #ifndef LETHE_MEMNODE_IMPL_H
 #define LETHE_MEMNODE_IMPL_H
@@ -15,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "arena.h"
 #include "memnode.h"
 #include "rdma/auth.h"
 
@@ -62,14 +66,16 @@ struct mn_region {
     uint64_t id;
     uint64_t bytes;
     uint64_t pages;
-    int memfd;
-    uint8_t *base; /* the node's MAP_SHARED view of memfd */
+    int memfd;                  /* -1 for a region cut from the arena */
+    uint8_t *base;              /* the node's MAP_SHARED view of memfd, or the span's pages */
+    struct mn_arena_span *span; /* the region's pages in the arena, or NULL */
     uint8_t key[LETHE_REGION_KEY_LEN];
     unsigned nconns;
     struct mn_conn *conns;
     struct mn_region *prev, *next;
-    void *rdma;         /* rdma.c's per-region state (MR, channels), or NULL */
-    uint64_t verbs_seq; /* highest RDMA CM sequence number accepted */
+    void *rdma;           /* rdma.c's per-region state (PD, MR, channels), or NULL */
+    uint64_t rdma_reg_ns; /* how long registering its MR took */
+    uint64_t verbs_seq;   /* highest RDMA CM sequence number accepted */
 };
 
 struct mn_stats {
@@ -99,6 +105,8 @@ struct lethe_memnode {
 
     struct mn_rdma *rdma;
     uint16_t rdma_port;
+    struct mn_arena *arena; /* with rdma_listen on a device without ODP; else NULL */
+    bool stopping;          /* node_free(): released regions need no zeroing */
 
     char tcp_address[LETHE_ADDR_MAX];
     char unix_path[LETHE_PATH_MAX];
@@ -118,16 +126,23 @@ void mn_conn_accept(struct lethe_memnode *n, int fd, const char *peer, bool is_u
 void mn_conn_free(struct mn_conn *c);
 
 /* region.c */
-int mn_region_create(struct lethe_memnode *n, uint64_t bytes, struct mn_region **out, char *why,
-                     size_t whylen);
+/* flags: the ALLOC's (LETHE_F_ALLOC_SHM, LETHE_F_ALLOC_RDMA). A region with ALLOC_RDMA is
+ * registered for RDMA before this returns; one without ALLOC_SHM is cut from the arena when
+ * there is one. */
+int mn_region_create(struct lethe_memnode *n, uint64_t bytes, uint16_t flags,
+                     struct mn_region **out, char *why, size_t whylen);
 /* Closes the region's other connections, releases its RDMA state, memory and capacity. */
 void mn_region_destroy(struct lethe_memnode *n, struct mn_region *r);
 struct mn_region *mn_region_find(struct lethe_memnode *n, uint64_t id);
 uint64_t mn_capacity_left(const struct lethe_memnode *n);
 
 /* rdma.c */
+/* Binds rdma_listen, picks the device, and creates n->arena when it has no ODP. */
 int mn_rdma_start(struct lethe_memnode *n);
 void mn_rdma_stop(struct lethe_memnode *n);
+/* Gives the region its PD and an MR over its pages (r->rdma); a sentence in why on failure. */
+int mn_rdma_region_register(struct lethe_memnode *n, struct mn_region *r, char *why, size_t whylen);
+/* Disconnects the region's channels, deregisters its MR, frees its PD. */
 void mn_rdma_region_release(struct lethe_memnode *n, struct mn_region *r);
 
 #endif

@@ -1,24 +1,35 @@
 /* rdma.c — the memory node's RDMA CM listener (rdma_listen): clients read and write their
  * region with one-sided RDMA, so after the connection is set up no node CPU is involved.
  *
+ * At start-up the node picks its RDMA device (the one rdma_listen's address is on, or the
+ * only one) and asks it whether it pages on demand (ODP). Registration is kept out of the
+ * connect path, where a client waits with a short timeout:
+ *  - with ODP, a region is a memfd as for the other transports and its MR (ON_DEMAND) is
+ *    registered when the region is allocated, before the ALLOC reply; that costs nothing,
+ *    pages come when the NIC touches them;
+ *  - without ODP, every page of an MR must exist and be pinned first, and allocating them
+ *    is slow (5.5 s per GiB in the soft-RoCE guest): so the node takes all it lends (its
+ *    capacity) at start-up, populated and locked (arena.h), and cuts regions from it. The
+ *    MR registered at ALLOC then pins pages that are already there: 0.07 s per GiB there.
+ *
  * A client first holds a region through the TCP or Unix control connection (ALLOC with
  * LETHE_F_ALLOC_RDMA), which proves its token. Each of its channels then connects here with
  * CONNECT private data naming the region, a sequence number and a proof made with the region
  * key (auth.h); the node checks the proof in constant time and that the sequence number is
  * higher than any it accepted for that region (so a recorded connect cannot be replayed),
- * registers the region (once per region, on first connect: IBV_ACCESS_ON_DEMAND where the
- * device supports it, else pinned) and accepts with ACCEPT private data: address, rkey and
- * length of that region only. Everything else is rejected with REJECT private data (errno).
+ * creates the channel's QP and accepts with ACCEPT private data: address, rkey and length of
+ * that region only. Everything else is rejected with REJECT private data (errno).
  *
  * Isolation between clients rests on protection domains, not on the secrecy of rkeys: an
  * rkey is honoured on every QP of the PD its MR belongs to, and rkeys are small and easy to
- * guess. So each region has its own PD, allocated with its MR on the first connect; that MR
- * and the QPs of the region's channels (and nothing else) are created in it. A channel that
- * names another region's rkey then gets a remote access error from the NIC, without the
- * node's CPU. The completion queue, which no PD owns, is shared per device.
+ * guess. So each region has its own PD, allocated with its MR at ALLOC; that MR (which
+ * covers the region's pages and nothing else, even when they are cut from the arena) and
+ * the QPs of the region's channels are created in it. A channel that names another region's
+ * rkey then gets a remote access error from the NIC, without the node's CPU. The completion
+ * queue, which no PD owns, is shared.
  *
  * A region's channels are disconnected (their QPs destroyed), its MR deregistered and its PD
- * freed before its memory goes.
+ * freed before its memory goes (and, for an arena span, is zeroed for the next client).
  * Without an RDMA device, start-up fails with a message that says so.
  */
 #ifndef _GNU_SOURCE
@@ -32,7 +43,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "arena.h"
 #include "core/log.h"
 #include "node_impl.h"
 #include "rdma/client.h"
@@ -43,7 +56,6 @@ struct mn_rdma_dev {
     struct ibv_cq *cq; /* required by every QP; one-sided traffic completes nothing here */
     bool odp;          /* on-demand paging for RC RDMA READ/WRITE */
     uint8_t max_rd_atom;
-    struct mn_rdma_dev *next;
 };
 
 struct mn_vchan {
@@ -57,7 +69,6 @@ struct mn_vchan {
 struct mn_rdma_region {
     struct ibv_pd *pd; /* this region's alone: its MR and its channels' QPs */
     struct ibv_mr *mr;
-    struct mn_rdma_dev *dev;
     struct mn_vchan *chans;
 };
 
@@ -65,23 +76,29 @@ struct mn_rdma {
     struct rdma_event_channel *ec;
     struct rdma_cm_id *listen_id;
     struct event *ev;
-    struct mn_rdma_dev *devs;
+    struct ibv_context **devlist; /* rdma_get_devices(), held while dev.ctx may come from it */
+    struct mn_rdma_dev dev;       /* the device every region is registered on */
 };
 
-static struct mn_rdma_dev *dev_for(struct mn_rdma *r, struct ibv_context *ctx)
+static uint64_t now_ns(void)
 {
-    for (struct mn_rdma_dev *d = r->devs; d; d = d->next)
-        if (d->ctx == ctx)
-            return d;
-    struct mn_rdma_dev *d = calloc(1, sizeof(*d));
-    if (!d)
-        return NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static const char *dev_name(const struct mn_rdma_dev *d)
+{
+    return ibv_get_device_name(d->ctx->device);
+}
+
+static int dev_open(struct mn_rdma_dev *d, struct ibv_context *ctx)
+{
     d->ctx = ctx;
     d->cq = ibv_create_cq(ctx, 16, NULL, NULL, 0);
     if (!d->cq) {
         lethe_error("verbs: cannot create a CQ on %s", ibv_get_device_name(ctx->device));
-        free(d);
-        return NULL;
+        return -ENOMEM;
     }
     struct ibv_device_attr_ex ax;
     memset(&ax, 0, sizeof(ax));
@@ -92,12 +109,7 @@ static struct mn_rdma_dev *dev_for(struct mn_rdma *r, struct ibv_context *ctx)
         d->max_rd_atom =
             (uint8_t)(ax.orig_attr.max_qp_rd_atom > 255 ? 255 : ax.orig_attr.max_qp_rd_atom);
     }
-    d->next = r->devs;
-    r->devs = d;
-    lethe_info("verbs: using %s (%s)", ibv_get_device_name(ctx->device),
-               d->odp ? "on-demand paging: region pages are allocated on touch"
-                      : "no on-demand paging: a region is pinned when its first channel connects");
-    return d;
+    return 0;
 }
 
 static void vchan_free(struct mn_vchan *v)
@@ -130,50 +142,46 @@ static void reject(struct lethe_memnode *n, struct rdma_cm_id *id, int err, cons
     lethe_warn("verbs: connection refused (%s): %s", strerrorname_np(err), why);
 }
 
-static struct mn_rdma_region *region_rdma(struct lethe_memnode *n, struct mn_region *reg,
-                                          struct mn_rdma_dev *dev, int *err, const char **why)
+int mn_rdma_region_register(struct lethe_memnode *n, struct mn_region *reg, char *why,
+                            size_t whylen)
 {
-    struct mn_rdma_region *rr = reg->rdma;
-    if (rr) {
-        if (rr->dev != dev) {
-            *err = ENOTSUP;
-            *why = "region already registered on another RDMA device";
-            return NULL;
-        }
-        return rr;
+    struct mn_rdma_dev *dev = &n->rdma->dev;
+    /* Outside the arena and without ODP (a region that is also shm), the pages are
+     * allocated here: refuse what cannot be, rather than meet the OOM killer. */
+    if (!reg->span && !dev->odp) {
+        int rc = mn_mem_check_pinnable(reg->bytes, why, whylen);
+        if (rc < 0)
+            return rc;
     }
-    rr = calloc(1, sizeof(*rr));
+    struct mn_rdma_region *rr = calloc(1, sizeof(*rr));
     if (!rr) {
-        *err = ENOMEM;
-        *why = "out of memory";
-        return NULL;
+        snprintf(why, whylen, "out of memory");
+        return -ENOMEM;
     }
+    uint64_t t0 = now_ns();
     rr->pd = ibv_alloc_pd(dev->ctx);
     if (!rr->pd) {
-        *err = errno ? errno : ENOMEM;
-        *why = "cannot allocate a protection domain for the region";
-        lethe_error("verbs: ibv_alloc_pd for region %llu on %s: %s", (unsigned long long)reg->id,
-                    ibv_get_device_name(dev->ctx->device), strerror(*err));
+        int err = errno ? errno : ENOMEM;
+        snprintf(why, whylen, "ibv_alloc_pd on %s: %s", dev_name(dev), strerror(err));
         free(rr);
-        return NULL;
+        return -err;
     }
     int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
-    if (dev->odp)
+    if (dev->odp && !reg->span)
         rr->mr = ibv_reg_mr(rr->pd, reg->base, reg->bytes, access | IBV_ACCESS_ON_DEMAND);
     if (!rr->mr)
         rr->mr = ibv_reg_mr(rr->pd, reg->base, reg->bytes, access);
     if (!rr->mr) {
-        *err = errno ? errno : ENOMEM;
-        *why = "ibv_reg_mr of the region failed";
-        lethe_error("verbs: ibv_reg_mr of region %llu (%llu bytes): %s",
-                    (unsigned long long)reg->id, (unsigned long long)reg->bytes, strerror(*err));
+        int err = errno ? errno : ENOMEM;
+        snprintf(why, whylen, "ibv_reg_mr of %llu bytes on %s: %s", (unsigned long long)reg->bytes,
+                 dev_name(dev), strerror(err));
         ibv_dealloc_pd(rr->pd);
         free(rr);
-        return NULL;
+        return -err;
     }
-    rr->dev = dev;
     reg->rdma = rr;
-    return rr;
+    reg->rdma_reg_ns = now_ns() - t0;
+    return 0;
 }
 
 static void on_connect_request(struct lethe_memnode *n, struct rdma_cm_id *id, const uint8_t *pdata,
@@ -195,20 +203,23 @@ static void on_connect_request(struct lethe_memnode *n, struct rdma_cm_id *id, c
         reject(n, id, EPERM, "unknown region, wrong proof or a replayed sequence number", true);
         return;
     }
+    struct mn_rdma_region *rr = reg->rdma;
+    struct mn_rdma_dev *dev = &n->rdma->dev;
+    if (!rr) {
+        reject(n, id, EINVAL, "the region was not allocated for RDMA (ALLOC without ALLOC_RDMA)",
+               false);
+        return;
+    }
+    if (id->verbs != dev->ctx) {
+        reject(n, id, ENOTSUP, "the connection came through another device than rdma_listen's",
+               false);
+        return;
+    }
     unsigned nchans = 0;
-    for (struct mn_vchan *c = reg->rdma ? ((struct mn_rdma_region *)reg->rdma)->chans : NULL; c;
-         c = c->next)
+    for (struct mn_vchan *c = rr->chans; c; c = c->next)
         nchans++;
     if (nchans >= MN_MAX_REGION_CONNS) {
         reject(n, id, EUSERS, "too many RDMA channels on this region", false);
-        return;
-    }
-    struct mn_rdma_dev *dev = dev_for(n->rdma, id->verbs);
-    int err = ENOMEM;
-    const char *why = "cannot set up the device";
-    struct mn_rdma_region *rr = dev ? region_rdma(n, reg, dev, &err, &why) : NULL;
-    if (!rr) {
-        reject(n, id, err, why, false);
         return;
     }
     struct ibv_qp_init_attr qa = {
@@ -307,6 +318,49 @@ static void rdma_event_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The device regions are registered on: the one the listener is bound to (rdma_listen is
+ * an address of its interface), or else the only one there is. */
+static struct ibv_context *home_device(struct mn_rdma *r)
+{
+    if (r->listen_id->verbs)
+        return r->listen_id->verbs;
+    int nd = 0;
+    r->devlist = rdma_get_devices(&nd);
+    if (r->devlist && nd == 1)
+        return r->devlist[0];
+    lethe_error("rdma_listen: the address is on no RDMA device and there are %d devices: "
+                "listen on an address of the RDMA device's interface",
+                nd);
+    return NULL;
+}
+
+/* Without ODP, the memory the node lends is allocated and locked now (arena.h). */
+static int make_arena(struct lethe_memnode *n)
+{
+    struct mn_rdma_dev *d = &n->rdma->dev;
+    char cap[32], why[256];
+    lethe_format_size(n->cfg.capacity, cap, sizeof(cap));
+    struct mn_arena_info info;
+    int rc = mn_mem_check_pinnable(n->cfg.capacity, why, sizeof(why));
+    if (rc == 0) {
+        lethe_info("verbs: %s has no on-demand paging: allocating and locking the %s this node "
+                   "lends (capacity) now, so that allocations and connects need not wait for it",
+                   dev_name(d), cap);
+        rc = mn_arena_create(n->cfg.capacity, &n->arena, &info, why, sizeof(why));
+    }
+    if (rc < 0) {
+        lethe_error("verbs: %s has no on-demand paging, so the node pins the %s it lends "
+                    "(capacity) at start-up, and cannot: %s; lower capacity",
+                    dev_name(d), cap, why);
+        return rc;
+    }
+    lethe_info("verbs: %s of arena ready in %.2f s (pages allocated by %u threads in %.2f s, "
+               "locked in %.2f s); regions are cut from it and zeroed when they come back",
+               cap, (info.populate_ns + info.lock_ns) / 1e9, info.threads, info.populate_ns / 1e9,
+               info.lock_ns / 1e9);
+    return 0;
+}
+
 int mn_rdma_start(struct lethe_memnode *n)
 {
     int ndev = 0;
@@ -344,6 +398,18 @@ int mn_rdma_start(struct lethe_memnode *n)
     }
     freeaddrinfo(res);
     if (rc < 0)
+        return rc;
+    struct ibv_context *ctx = home_device(r);
+    if (!ctx)
+        return -ENODEV;
+    rc = dev_open(&r->dev, ctx);
+    if (rc < 0)
+        return rc;
+    if (r->dev.odp)
+        lethe_info("verbs: using %s with on-demand paging: a region's MR is registered when it "
+                   "is allocated, its pages come when they are touched",
+                   dev_name(&r->dev));
+    else if ((rc = make_arena(n)) < 0)
         return rc;
     int fl = fcntl(r->ec->fd, F_GETFL);
     fcntl(r->ec->fd, F_SETFL, fl | O_NONBLOCK);
@@ -383,16 +449,16 @@ void mn_rdma_stop(struct lethe_memnode *n)
         return;
     if (r->ev)
         event_free(r->ev);
+    if (r->dev.cq)
+        ibv_destroy_cq(r->dev.cq);
     if (r->listen_id)
         rdma_destroy_id(r->listen_id);
-    while (r->devs) {
-        struct mn_rdma_dev *d = r->devs;
-        r->devs = d->next;
-        ibv_destroy_cq(d->cq);
-        free(d);
-    }
+    if (r->devlist)
+        rdma_free_devices(r->devlist);
     if (r->ec)
         rdma_destroy_event_channel(r->ec);
     free(r);
     n->rdma = NULL;
+    mn_arena_destroy(n->arena); /* every region is gone: nothing maps it any more */
+    n->arena = NULL;
 }

@@ -235,7 +235,7 @@ static int handle_alloc(struct mn_conn *c, const struct lethe_proto_request *req
     }
     struct mn_region *r;
     char why[160];
-    int rc = mn_region_create(n, bytes, &r, why, sizeof(why));
+    int rc = mn_region_create(n, bytes, flags, &r, why, sizeof(why));
     if (rc < 0) {
         reply_error(c, LETHE_MSG_ALLOC, id, -rc, "cannot create a region of %s: %s", asked, why);
         return 0;
@@ -269,12 +269,14 @@ static int handle_alloc(struct mn_conn *c, const struct lethe_proto_request *req
         evbuffer_add(bufferevent_get_output(c->bev), msg, sizeof(msg));
     }
     lethe_format_size(mn_capacity_left(n), left, sizeof(left));
+    char how[64] = "";
+    if (flags & LETHE_F_ALLOC_SHM)
+        snprintf(how, sizeof(how), " as shm");
+    else if (flags & LETHE_F_ALLOC_RDMA)
+        snprintf(how, sizeof(how), " for RDMA (MR registered in %.3f s)", r->rdma_reg_ns / 1e9);
     lethe_info("connection %llu (%s): region %llu of %s lent%s; %s of %s left, %u clients",
-               (unsigned long long)c->id, c->peer, (unsigned long long)r->id, asked,
-               (flags & LETHE_F_ALLOC_SHM)    ? " as shm"
-               : (flags & LETHE_F_ALLOC_RDMA) ? " for RDMA"
-                                              : "",
-               left, cap, n->nregions);
+               (unsigned long long)c->id, c->peer, (unsigned long long)r->id, asked, how, left, cap,
+               n->nregions);
     return 0;
 }
 

@@ -27,6 +27,12 @@
 #   verbs_node_killed   the memory node is killed while a transport client and a program
 #                       under lethed swap through it: both stop with an error naming the node,
 #                       and neither ever takes zeros for data
+#   verbs_real_size     the verbs path at the shipped size: a node lending 4G (allocated and
+#                       locked at start-up: rxe has no on-demand paging), a 4G region whose
+#                       ALLOC and channel connects stay well inside the shipped 5 s timeout,
+#                       its last slot reached; then lethed with the shipped [transport]
+#                       (remote_size = 4G, connect_timeout = 5s) runs a program over it.
+#                       Needs ~5 GiB of guest memory (run-vm-suite.sh boots with 6G)
 # A missing program fails its case, unless LETHE_RDMA_ALLOW_MISSING=1 (then it is skipped).
 set -u
 
@@ -40,7 +46,7 @@ BIN=$BUILD/bin
 RDMA_BIN=$BUILD/test-rdma
 
 ALL_CASES="rdma_sanity uffd_kernel fault_tests verbs_tests verbs_transport verbs_isolation
-           verbs_bad_token lethed_verbs lethed_embedded_verbs verbs_node_killed"
+           verbs_bad_token lethed_verbs lethed_embedded_verbs verbs_node_killed verbs_real_size"
 CASES=${LETHE_RDMA_CASES:-$ALL_CASES}
 
 now() { date +%s.%N; }
@@ -194,13 +200,15 @@ case_verbs_tests() {
 }
 
 TOKEN=/tmp/lethe-vm.token
-# start_memnode TCP_PORT RDMA_PORT: a memory node on this guest's address, TCP for control,
-# RDMA CM for data; its log is LOGS/memnode-CASE.log. Sets MEMNODE_PID and NODE (host:port).
+# start_memnode TCP_PORT RDMA_PORT [CAPACITY]: a memory node on this guest's address, TCP for
+# control, RDMA CM for data; its log is LOGS/memnode-CASE.log. Sets MEMNODE_PID and NODE
+# (host:port). rxe has no on-demand paging, so the node allocates and locks CAPACITY at
+# start-up (about 5 s a GiB here): the default, 16M, is what the transport cases need.
 start_memnode() {
-    local conf=/tmp/memnode-$1.conf
+    local conf=/tmp/memnode-$1.conf cap=${3:-16M}
     cat > "$conf" <<EOF
 [memnode]
-capacity = 1G
+capacity = $cap
 tcp_listen = $IP:$1
 rdma_listen = $IP:$2
 unix_socket = off
@@ -212,7 +220,7 @@ EOF
     bg "$BIN/memnode" -c "$conf" > "$MEMNODE_LOG" 2>&1
     MEMNODE_PID=${BG_PIDS[-1]}
     NODE=$IP:$1
-    wait_for "$MEMNODE_LOG" 'ready:' 20 || fail "memnode did not start: $(tail -n 5 "$MEMNODE_LOG")"
+    wait_for "$MEMNODE_LOG" 'ready:' 120 || fail "memnode did not start: $(tail -n 5 "$MEMNODE_LOG")"
     echo "memnode up: $(grep -m1 'ready:' "$MEMNODE_LOG")"
 }
 # stop_memnode: SIGTERM, so that it logs its final stats, and waits for it.
@@ -343,7 +351,7 @@ lethed_run() {
 
 case_lethed_verbs() {
     need "$BIN/lethed" "$BUILD/lib/liblethe.so" "$PROGS/rdma_heap_churn"
-    start_memnode 7408 7479
+    start_memnode 7408 7479 128M
     lethed_run thread 12 2 2
     lethed_run signal 8 2 2
     stop_memnode
@@ -386,7 +394,7 @@ EOF
 
 case_verbs_node_killed() {
     need "$RDMA_BIN/verbs_check" "$BIN/lethed" "$BUILD/lib/liblethe.so" "$PROGS/rdma_heap_churn"
-    start_memnode 7406 7477
+    start_memnode 7406 7477 128M
     # Two clients swap through the node when it dies: the transport driven directly (every
     # page read back is checked), and a program under lethed (which checks its heap).
     bg timeout 150 "$RDMA_BIN/verbs_check" --node "$NODE" --token-file "$TOKEN" --vcpus 4 \
@@ -438,6 +446,77 @@ case_verbs_node_killed() {
         "${app_took} s after the kill"
     expect_not /tmp/app.out 'heap-churn: ok' "the program did not run on as if nothing happened"
     expect_not /tmp/app.err 'WRONG DATA' "the program never read a wrong (zero) page"
+}
+
+# The verbs path at the size Lethe ships with. Without on-demand paging every page of a
+# region must exist before its MR does; the node allocates what it lends at start-up, so the
+# client's ALLOC only registers an MR over pages already there and its connects only create
+# QPs: both must fit the shipped connect_timeout (5 s) with a 4G region.
+case_verbs_real_size() {
+    need "$RDMA_BIN/verbs_check" "$BIN/lethed" "$BUILD/lib/liblethe.so" "$PROGS/rdma_heap_churn"
+    local avail s rc want alloc_ms open_ms reg
+    avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+    [ "$avail" -ge 4800 ] || fail "the guest has $avail MiB available; lending 4G pinned needs" \
+        "about 4.8 GiB (boot with RDMA_VM_MEM=6G, as run-vm-suite.sh does)"
+    s=$(now)
+    start_memnode 7410 7481 4G
+    echo "memnode lending 4G up in $(elapsed "$s") s"
+    expect "$MEMNODE_LOG" 'verbs: rxe0 has no on-demand paging: allocating and locking the 4G' \
+        "without on-demand paging the node takes the 4G it lends at start-up"
+    grep -m1 'arena ready in' "$MEMNODE_LOG" | sed 's/.*verbs: /note: start-up: /'
+
+    # A 4G region through the transport, with the shipped 5 s timeout, 4 channels.
+    timeout 120 "$RDMA_BIN/verbs_check" --node "$NODE" --token-file "$TOKEN" --vcpus 4 \
+        --pages 64 --rounds 1 --remote-size 4G --connect-timeout 5000 verify > /tmp/out 2>&1
+    rc=$?
+    cat /tmp/out
+    [ $rc -eq 0 ] || fail "verbs_check verify with a 4G region exited $rc"
+    expect /tmp/out 'opened verbs .*: 1048576 slots granted' "a 4G region was granted"
+    expect /tmp/out "the region's last slot \(1048575, at 4.0 GiB\) round-trips" \
+        "the whole 4G is registered: its last slot round-trips"
+    expect /tmp/out '4 channels in parallel, 64 slots each, 1 rounds: all pages verified' \
+        "4 channels over the 4G region wrote, read back and verified their pages"
+    alloc_ms=$(sed -n 's/.*slots granted in \([0-9.]*\) ms.*/\1/p' /tmp/out)
+    open_ms=$(sed -n 's/.*connect) took at most \([0-9.]*\) ms.*/\1/p' /tmp/out)
+    reg=$(sed -n 's/.*for RDMA (MR registered in \([0-9.]*\) s).*/\1/p' "$MEMNODE_LOG" | head -n1)
+    echo "note: 4G region: connect, handshake and ALLOC ${alloc_ms} ms (the node's MR" \
+        "registration ${reg} s of it); slowest of 4 RDMA CM connects ${open_ms} ms"
+    awk -v a="$alloc_ms" -v o="$open_ms" 'BEGIN { exit !(a < 4000 && o < 4000) }' ||
+        fail "ALLOC ${alloc_ms} ms or connect ${open_ms} ms is too close to the 5 s timeout"
+    echo "ok: ALLOC and connects of a 4G region are well inside the 5 s connect_timeout"
+    wait_for "$MEMNODE_LOG" 'region 1 released' 60 || fail "the 4G region was not released"
+    grep -m1 'region 1 released' "$MEMNODE_LOG" | sed 's/.*info: /note: release: /'
+
+    # lethed with the shipped lethe.conf: only where the node is (transport, memnode,
+    # token_file) and a small cache (so that pages travel) differ.
+    sed -e 's/^transport = shm$/transport = verbs/' \
+        -e "s/^memnode = embedded\$/memnode = $IP:7410/" \
+        -e "s|^token_file =\$|token_file = $TOKEN|" \
+        -e 's/^cache_size = 512M$/cache_size = 4M/' "$SRC/conf/lethe.conf" > /tmp/lethe-shipped.conf
+    local k
+    for k in 'transport = verbs' "memnode = $IP:7410" "token_file = $TOKEN" 'cache_size = 4M' \
+        'remote_size = 4G' 'connect_timeout = 5s'; do
+        grep -qx -- "$k" /tmp/lethe-shipped.conf ||
+            fail "conf/lethe.conf no longer reads as this case expects: no line '$k'"
+    done
+    echo "ok: lethe.conf as shipped (remote_size = 4G, connect_timeout = 5s), with" \
+        "transport = verbs, memnode = $IP:7410, cache_size = 4M"
+    "$PROGS/rdma_heap_churn" 12 2 2 > /tmp/native || fail "rdma_heap_churn fails without Lethe"
+    want=$(grep 'heap-churn: ok' /tmp/native)
+    s=$(now)
+    timeout 150 "$BIN/lethed" -c /tmp/lethe-shipped.conf -- "$PROGS/rdma_heap_churn" 12 2 2 \
+        > /tmp/app.out 2> /tmp/app.err
+    rc=$?
+    echo "lethed ran for $(elapsed "$s") s, exit $rc"
+    cat /tmp/app.out /tmp/app.err
+    [ $rc -eq 0 ] || fail "lethed with the shipped remote_size = 4G over verbs exited $rc"
+    expect /tmp/app.out "^${want}\$" \
+        "with a 4G region over verbs, the program's output under Lethe equals its output" \
+        "without it"
+    expect /tmp/app.err "transport=verbs $IP:7410" "the summary names the verbs transport"
+    expect "$MEMNODE_LOG" 'region 2 of 4G lent for RDMA' "lethed's region was the shipped 4G"
+    stop_memnode
+    expect_not "$MEMNODE_LOG" ' error: ' "the memory node logged no error"
 }
 
 # ---------------------------------------------------------------- driver

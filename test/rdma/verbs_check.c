@@ -10,6 +10,9 @@
  *     --pages P            remote slots per channel (default 64)
  *     --rounds R           write/read/verify rounds in verify mode (default 2)
  *     --seconds S          until-error: give up after S seconds (default 60)
+ *     --remote-size SIZE   verify: the region asked of the node (default: the slots used
+ *                          and 64 more); with a larger one, its last slot round-trips too
+ *     --connect-timeout MS the transport's connect_timeout (default 10000)
  *
  * Modes (exit 0 when the behaviour is the expected one, 1 otherwise, with the reason):
  *   verify       each vCPU writes patterned pages to its own slots (single pages and
@@ -54,7 +57,14 @@ static struct {
     char node[LETHE_ADDR_MAX];
     char token[128];
     unsigned vcpus, pages, rounds, seconds;
-} opt = {.kind = LETHE_TRANSPORT_VERBS, .vcpus = 4, .pages = 64, .rounds = 2, .seconds = 60};
+    uint64_t remote_size;
+    unsigned connect_timeout_ms;
+} opt = {.kind = LETHE_TRANSPORT_VERBS,
+         .vcpus = 4,
+         .pages = 64,
+         .rounds = 2,
+         .seconds = 60,
+         .connect_timeout_ms = 10000};
 
 static double now_us(void)
 {
@@ -127,7 +137,7 @@ static int open_client(const char *token, uint64_t pages, struct lethe_transport
     struct lethe_transport_params p = {
         .kind = opt.kind,
         .remote_size = pages * PAGE,
-        .connect_timeout_us = 10 * 1000 * 1000,
+        .connect_timeout_us = (uint64_t)opt.connect_timeout_ms * 1000,
         .max_batch = BATCH,
     };
     snprintf(p.node, sizeof p.node, "%s", opt.node);
@@ -163,6 +173,7 @@ struct worker {
     struct lethe_transport *t;
     struct lethe_channel *ch;
     int rc;
+    double open_us;                    /* lethe_channel_open: the RDMA CM connect */
     struct samples wr1, rd1, wrb, rdb; /* single write/read, batch write/read (per page) */
 };
 
@@ -252,7 +263,9 @@ static void *verify_worker(void *arg)
 {
     struct worker *w = arg;
     void *buf = page_buffer(BATCH);
+    double t0 = now_us();
     w->rc = lethe_channel_open(w->t, w->id, &w->ch);
+    w->open_us = now_us() - t0;
     if (w->rc < 0) {
         fprintf(stderr, "verbs_check: vCPU %u: channel open failed: %s\n", w->id, strerror(-w->rc));
         return NULL;
@@ -290,16 +303,17 @@ static int mode_verify(void)
     struct lethe_transport *t;
     uint64_t used = (uint64_t)opt.vcpus * opt.pages;
     uint64_t total = used + 64; /* 64 slots never written */
+    uint64_t asked = opt.remote_size / PAGE > total ? opt.remote_size / PAGE : total;
     double t0 = now_us();
-    int rc = open_client(opt.token, total, &t);
+    int rc = open_client(opt.token, asked, &t);
     if (rc < 0) {
         fprintf(stderr, "verbs_check: cannot open %s: %s\n", opt.node, strerror(-rc));
         return 1;
     }
     printf("verbs_check: opened %s: %" PRIu64 " slots granted in %.1f ms\n",
            lethe_transport_describe(t), lethe_transport_pages(t), (now_us() - t0) / 1000);
-    if (lethe_transport_pages(t) < total) {
-        fprintf(stderr, "verbs_check: asked %" PRIu64 " slots, granted %" PRIu64 "\n", total,
+    if (lethe_transport_pages(t) < asked) {
+        fprintf(stderr, "verbs_check: asked %" PRIu64 " slots, granted %" PRIu64 "\n", asked,
                 lethe_transport_pages(t));
         return 1;
     }
@@ -316,6 +330,12 @@ static int mode_verify(void)
         bad |= ws[i].rc < 0;
     }
     double wall = now_us() - t0;
+    double open_max = 0;
+    for (unsigned i = 0; i < opt.vcpus; i++)
+        open_max = ws[i].open_us > open_max ? ws[i].open_us : open_max;
+    printf("verbs_check: channel set-up (RDMA CM connect) took at most %.1f ms over %u "
+           "channels\n",
+           open_max / 1000, opt.vcpus);
     if (!bad) {
         printf("verbs_check: %u channels in parallel, %u slots each, %u rounds: all pages "
                "verified (%.2f s, channel set-up included)\n",
@@ -337,6 +357,23 @@ static int mode_verify(void)
         }
         if (!bad)
             printf("verbs_check: never-written slots read as zeros\n");
+        /* A region larger than the slots used: its far end is registered too. */
+        uint64_t last = lethe_transport_pages(t) - 1;
+        if (!bad && last >= total) {
+            fill(buf, 0, last, 99);
+            rc = lethe_channel_write(ws[0].ch, last, buf);
+            memset(buf, 0, PAGE);
+            if (rc == 0)
+                rc = lethe_channel_read(ws[0].ch, last, buf);
+            if (rc < 0)
+                bad |= fail_op(&ws[0], "round trip of the region's last slot", last, rc) < 0;
+            else if (check(buf, 0, last, 99, "the region's last slot") < 0)
+                bad = 1;
+            else
+                printf("verbs_check: the region's last slot (%" PRIu64 ", at %.1f GiB) "
+                       "round-trips\n",
+                       last, (double)last * PAGE / (1 << 30));
+        }
         /* Beyond the region: refused, and the channel stays usable. */
         uint64_t beyond = lethe_transport_pages(t);
         rc = lethe_channel_read(ws[0].ch, beyond, buf);
@@ -575,6 +612,7 @@ __attribute__((noreturn)) static void usage(void)
 {
     fprintf(stderr, "usage: verbs_check --node ADDR --token-file FILE [--kind verbs|tcp|shm]\n"
                     "       [--vcpus N] [--pages P] [--rounds R] [--seconds S]\n"
+                    "       [--remote-size SIZE] [--connect-timeout MS]\n"
                     "       verify|isolation|bad-token|until-error\n");
     exit(2);
 }
@@ -582,10 +620,16 @@ __attribute__((noreturn)) static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"node", required_argument, NULL, 'n'},    {"token-file", required_argument, NULL, 't'},
-        {"kind", required_argument, NULL, 'k'},    {"vcpus", required_argument, NULL, 'v'},
-        {"pages", required_argument, NULL, 'p'},   {"rounds", required_argument, NULL, 'r'},
-        {"seconds", required_argument, NULL, 's'}, {NULL, 0, NULL, 0},
+        {"node", required_argument, NULL, 'n'},
+        {"token-file", required_argument, NULL, 't'},
+        {"kind", required_argument, NULL, 'k'},
+        {"vcpus", required_argument, NULL, 'v'},
+        {"pages", required_argument, NULL, 'p'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"seconds", required_argument, NULL, 's'},
+        {"remote-size", required_argument, NULL, 'R'},
+        {"connect-timeout", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
     };
     const char *token_file = NULL;
     int c;
@@ -618,6 +662,13 @@ int main(int argc, char **argv)
             break;
         case 's':
             opt.seconds = (unsigned)atoi(optarg);
+            break;
+        case 'R':
+            if (lethe_parse_size(optarg, &opt.remote_size) < 0)
+                usage();
+            break;
+        case 'T':
+            opt.connect_timeout_ms = (unsigned)atoi(optarg);
             break;
         default:
             usage();
