@@ -69,12 +69,14 @@ static inline int mn_start(struct mn_proc *m, const struct mn_opts *o)
 {
     static int seq;
     memset(m, 0, sizeof(*m));
-    snprintf(m->dir, sizeof(m->dir), "/tmp/lethe-mn-%d-%d", getpid(), seq++);
-    mkdir(m->dir, 0700);
-    snprintf(m->conf, sizeof(m->conf), "%s/memnode.conf", m->dir);
-    snprintf(m->sock, sizeof(m->sock), "%s/memnode.sock", m->dir);
-    snprintf(m->token_file, sizeof(m->token_file), "%s/token", m->dir);
-    snprintf(m->log, sizeof(m->log), "%s/memnode.log", m->dir);
+    char dir[sizeof(m->dir)]; /* the paths are built from a copy, not from *m itself */
+    snprintf(dir, sizeof(dir), "/tmp/lethe-mn-%d-%d", getpid(), seq++);
+    memcpy(m->dir, dir, sizeof(dir));
+    mkdir(dir, 0700);
+    snprintf(m->conf, sizeof(m->conf), "%s/memnode.conf", dir);
+    snprintf(m->sock, sizeof(m->sock), "%s/memnode.sock", dir);
+    snprintf(m->token_file, sizeof(m->token_file), "%s/token", dir);
+    snprintf(m->log, sizeof(m->log), "%s/memnode.log", dir);
     if (!o->no_token_file) {
         FILE *t = fopen(m->token_file, "w");
         if (o->token)
