@@ -164,3 +164,9 @@ Test(transport_shm, a_missing_socket_fails_open)
     struct lethe_transport *t;
     cr_assert_eq(lethe_transport_open(&p, &t), -ENOENT);
 }
+
+Test(transport_shm, a_posted_write_returns_before_the_node_answers_and_the_wait_finishes_it)
+{
+    struct lethe_transport_params p = tc_params(LETHE_TRANSPORT_SHM, node.sock, node.token, 1 << 20);
+    tc_write_post_returns_before_the_answer(&node, &p);
+}

@@ -118,3 +118,9 @@ Test(transport_tcp, an_unreachable_node_fails_open_with_a_reason)
     snprintf(p.node, sizeof(p.node), "no-port-here");
     cr_assert_eq(lethe_transport_open(&p, &t), -EINVAL);
 }
+
+Test(transport_tcp, a_posted_write_returns_before_the_node_answers_and_the_wait_finishes_it)
+{
+    struct lethe_transport_params p = tc_params(LETHE_TRANSPORT_TCP, node.tcp, node.token, 1 << 20);
+    tc_write_post_returns_before_the_answer(&node, &p);
+}

@@ -309,6 +309,15 @@ Test(verbs_e2e, a_node_killed_mid_run_fails_the_next_operation)
     lethe_transport_close(t);
 }
 
+Test(verbs_e2e, a_posted_write_returns_before_the_node_answers_and_the_wait_finishes_it)
+{
+    if (!have_rdma_device())
+        cr_skip_test("no RDMA device (run in rdma-vm)");
+    struct lethe_transport_params p =
+        tc_params(LETHE_TRANSPORT_VERBS, node.tcp, node.token, 1 << 20);
+    tc_write_post_returns_before_the_answer(&node, &p);
+}
+
 /* Without on-demand paging the node lends from pages it allocated at start-up: a region's
  * pages, written by one client, are the next client's, and must reach it as zeros. */
 Test(verbs_e2e, a_released_region_is_zeroed_before_the_next_client_gets_its_pages)

@@ -9,6 +9,8 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +228,70 @@ static inline void tc_wait_stat(const struct mn_proc *m, unsigned field, uint64_
     }
     cr_assert_fail("node stat %u is %llu, expected %llu", field, (unsigned long long)now,
                    (unsigned long long)v);
+}
+
+/* Waits until the kernel shows the node stopped (state T), so that it cannot answer. */
+static inline void tc_wait_stopped(const struct mn_proc *m)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)m->pid);
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen(path, "r");
+        cr_assert(f, "no %s", path);
+        size_t got = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[got] = 0;
+        const char *close = strrchr(buf, ')');
+        if (close && close[1] == ' ' && close[2] == 'T')
+            return;
+        mn_sleep_ms(10);
+    }
+    cr_assert_fail("memnode %d did not stop in 5 s", (int)m->pid);
+}
+
+/* lethe_channel_write_post hands the pages over without waiting for the node: it returns
+ * while the node is stopped (a post that waited for the answer would fail after the 2 s I/O
+ * timeout, as the node answers nothing while stopped), the wait after the node goes on
+ * succeeds, and the pages read back. A write_post/write_wait pair is also what
+ * lethe_channel_write_batch is for a transport without the halves (shm). */
+static inline void tc_write_post_returns_before_the_answer(struct mn_proc *m,
+                                                           struct lethe_transport_params *p)
+{
+    p->node_timeout_us = 2000000;
+    struct lethe_transport *t = tc_open(p);
+    struct lethe_channel *ch = tc_channel(t, 0);
+    enum { N = 8 }; /* 32 KiB: fits in the sockets' buffers while nobody reads */
+    uint8_t *buf = tc_pages(N);
+    uint64_t slots[N];
+    const void *pages[N];
+    for (unsigned k = 0; k < N; k++) {
+        slots[k] = 3 * k + 1;
+        tc_fill(buf + (size_t)k * TC_PAGE, slots[k], 7);
+        pages[k] = buf + (size_t)k * TC_PAGE;
+    }
+    cr_assert_eq(kill(m->pid, SIGSTOP), 0);
+    tc_wait_stopped(m);
+    int rc = lethe_channel_write_post(ch, slots, pages, N);
+    cr_assert_eq(kill(m->pid, SIGCONT), 0);
+    cr_assert_eq(rc, 0, "%s", lethe_channel_error(ch));
+    cr_assert_eq(lethe_channel_write_wait(ch), 0, "%s", lethe_channel_error(ch));
+    memset(buf, 0, (size_t)N * TC_PAGE);
+    for (unsigned k = 0; k < N; k++) {
+        cr_assert_eq(lethe_channel_read(ch, slots[k], buf), 0, "%s", lethe_channel_error(ch));
+        cr_assert(tc_check(buf, slots[k], 7), "slot %llu holds the wrong bytes",
+                  (unsigned long long)slots[k]);
+    }
+    /* and a post to a broken channel reports at the wait, naming the slot */
+    mn_signal_wait(m, SIGKILL);
+    for (int i = 0; i < 250 && rc == 0; i++) {
+        mn_sleep_ms(20);
+        lethe_channel_write_post(ch, slots, pages, N);
+        rc = lethe_channel_write_wait(ch);
+    }
+    cr_assert_lt(rc, 0, "writes keep succeeding 5 s after the node died");
+    free(buf);
+    lethe_channel_close(ch);
+    lethe_transport_close(t);
 }
 
 /* The node is killed with SIGKILL mid-run: the next operation fails, naming the node, and

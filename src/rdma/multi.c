@@ -296,26 +296,33 @@ static uint64_t node_slot(uint64_t place, uint64_t slot)
     return (uint64_t)place_chunk(place) * MULTI_CHUNK + slot % MULTI_CHUNK;
 }
 
-/* Writes the queued requests, node by node; a node that fails is marked lost and its pages
- * are not counted. ok[idx] counts the copies written. */
+/* Writes the queued requests: posted to every node first, so that the copies travel at
+ * once (tcp, verbs), then waited for node by node. A node that fails is marked lost and its
+ * pages are not counted. ok[idx] counts the copies written. */
 static void flush_writes(struct lethe_channel *ch, uint8_t *okc)
 {
     struct multi *m = ch->t->priv;
     struct multi_chan *mc = ch->priv;
+    uint32_t posted = 0; /* nodes with a write to wait for */
     for (unsigned i = 0; i < m->n; i++) {
         unsigned cnt = mc->count[i];
-        mc->count[i] = 0;
-        if (!cnt)
+        struct lethe_channel *sub = cnt ? sub_of(ch, i) : NULL;
+        if (!sub) {
+            mc->count[i] = 0;
             continue;
-        struct lethe_channel *sub = sub_of(ch, i);
-        if (!sub)
-            continue;
-        uint32_t gen = mc->sub_gen[i];
+        }
         unsigned at = i * mc->cap;
-        int rc = lethe_channel_write_batch(sub, &mc->nslots[at], (const void *const *)&mc->npages[at],
-                                           cnt);
-        if (rc < 0) {
-            mark_lost(m, i, gen, lethe_channel_error(sub));
+        lethe_channel_write_post(sub, &mc->nslots[at], (const void *const *)&mc->npages[at], cnt);
+        posted |= 1u << i;
+    }
+    for (unsigned i = 0; i < m->n; i++) {
+        if (!(posted & (1u << i)))
+            continue;
+        struct lethe_channel *sub = mc->sub[i];
+        unsigned cnt = mc->count[i], at = i * mc->cap;
+        mc->count[i] = 0;
+        if (lethe_channel_write_wait(sub) < 0) {
+            mark_lost(m, i, mc->sub_gen[i], lethe_channel_error(sub));
             continue;
         }
         add(&m->node[i].writes, cnt);

@@ -39,9 +39,20 @@ struct tcp_remote {
     uint8_t key[LETHE_REGION_KEY_LEN];
 };
 
+/* The operation in flight on a channel: requests [done, sent) are sent, not answered. */
+struct tcp_io {
+    uint8_t type;
+    const char *verb;
+    const uint64_t *slots;
+    void *const *pages;
+    unsigned n, chunk, nreq, sent, done;
+    uint64_t first_id;
+};
+
 struct tcp_chan {
     struct lethe_mnc c;
     bool broken;
+    struct tcp_io io;
     uint8_t req[TCP_WINDOW][TCP_REQ_FIXED]; /* fixed parts of the requests in flight */
     struct iovec iov[TCP_WINDOW * (TCP_CHUNK + 1)];
 };
@@ -128,9 +139,40 @@ static void tcp_channel_close(struct lethe_channel *ch)
     free(tc);
 }
 
-/* Moves n pages between the caller and the node: pipelined requests of TCP_CHUNK pages. */
-static int tcp_io(struct lethe_channel *ch, uint8_t type, const uint64_t *slots, void *const *pages,
-                  unsigned n)
+/* Sends the fixed parts (and a WRITE's pages) of every request of the operation in flight
+ * that fits in the window. */
+static int tcp_send_window(struct lethe_channel *ch)
+{
+    struct tcp_chan *tc = ch->priv;
+    struct tcp_io *io = &tc->io;
+    int iovcnt = 0;
+    while (io->sent < io->nreq && io->sent - io->done < TCP_WINDOW) {
+        unsigned at = io->sent * io->chunk, cnt = io->n - at < io->chunk ? io->n - at : io->chunk;
+        uint8_t *buf = tc->req[io->sent % TCP_WINDOW];
+        size_t len = lethe_proto_put_io(buf, io->type, io->first_id + io->sent, io->slots + at, cnt);
+        tc->iov[iovcnt++] = (struct iovec){.iov_base = buf, .iov_len = len};
+        if (io->type == LETHE_MSG_WRITE)
+            for (unsigned i = 0; i < cnt; i++)
+                tc->iov[iovcnt++] =
+                    (struct iovec){.iov_base = io->pages[at + i], .iov_len = LETHE_PAGE_SIZE};
+        io->sent++;
+    }
+    if (!iovcnt)
+        return 0;
+    char err[LETHE_MNC_ERR];
+    int rc = lethe_mnc_send(&tc->c, tc->iov, iovcnt, err);
+    if (rc < 0) {
+        lethe_channel_set_error(ch, "memnode: %s, %s slot %llu", err, io->verb,
+                                (unsigned long long)io->slots[io->done * io->chunk]);
+        tc->broken = true;
+    }
+    return rc;
+}
+
+/* Starts moving n pages between the caller and the node: pipelined requests of TCP_CHUNK
+ * pages, the first window of them sent here. tcp_io_finish collects the replies. */
+static int tcp_io_start(struct lethe_channel *ch, uint8_t type, const uint64_t *slots,
+                        void *const *pages, unsigned n)
 {
     struct tcp_chan *tc = ch->priv;
     const char *verb = type == LETHE_MSG_READ ? "reading" : "writing";
@@ -141,76 +183,74 @@ static int tcp_io(struct lethe_channel *ch, uint8_t type, const uint64_t *slots,
     }
     unsigned chunk = tc->c.max_batch < TCP_CHUNK ? tc->c.max_batch : TCP_CHUNK;
     unsigned nreq = (n + chunk - 1) / chunk;
-    unsigned sent = 0, done = 0;
-    uint64_t first_id = tc->c.next_id;
+    tc->io = (struct tcp_io){.type = type, .verb = verb, .slots = slots, .pages = pages, .n = n,
+                             .chunk = chunk, .nreq = nreq, .first_id = tc->c.next_id};
     tc->c.next_id += nreq;
+    return tcp_send_window(ch);
+}
+
+/* Collects the replies of the operation started, oldest first, sending the requests left as
+ * the window opens. */
+static int tcp_io_finish(struct lethe_channel *ch)
+{
+    struct tcp_chan *tc = ch->priv;
+    struct tcp_io *io = &tc->io;
     char err[LETHE_MNC_ERR];
     int rc = 0;
-    while (done < nreq) {
-        /* Fill the window: the fixed parts (and a WRITE's pages) of every request not sent. */
-        int iovcnt = 0;
-        while (sent < nreq && sent - done < TCP_WINDOW) {
-            unsigned at = sent * chunk, cnt = n - at < chunk ? n - at : chunk;
-            uint8_t *buf = tc->req[sent % TCP_WINDOW];
-            size_t len = lethe_proto_put_io(buf, type, first_id + sent, slots + at, cnt);
-            tc->iov[iovcnt++] = (struct iovec){.iov_base = buf, .iov_len = len};
-            if (type == LETHE_MSG_WRITE)
-                for (unsigned i = 0; i < cnt; i++)
-                    tc->iov[iovcnt++] =
-                        (struct iovec){.iov_base = pages[at + i], .iov_len = LETHE_PAGE_SIZE};
-            sent++;
-        }
-        if (iovcnt) {
-            rc = lethe_mnc_send(&tc->c, tc->iov, iovcnt, err);
-            if (rc < 0) {
-                lethe_channel_set_error(ch, "memnode: %s, %s slot %llu", err, verb,
-                                        (unsigned long long)slots[done * chunk]);
-                goto broken;
-            }
-        }
-        /* Collect the oldest reply. */
-        unsigned at = done * chunk, cnt = n - at < chunk ? n - at : chunk;
-        uint64_t want = first_id + done;
+    while (io->done < io->nreq) {
+        unsigned at = io->done * io->chunk, cnt = io->n - at < io->chunk ? io->n - at : io->chunk;
+        uint64_t want = io->first_id + io->done;
         struct lethe_proto_hdr h;
         rc = lethe_mnc_recv_hdr(&tc->c, &h, err);
         if (rc < 0) {
-            lethe_channel_set_error(ch, "memnode: %s, %s slot %llu (%u pages)", err, verb,
-                                    (unsigned long long)slots[at], cnt);
+            lethe_channel_set_error(ch, "memnode: %s, %s slot %llu (%u pages)", err, io->verb,
+                                    (unsigned long long)io->slots[at], cnt);
             goto broken;
         }
-        if (h.req_id != want || h.type != type) {
+        if (h.req_id != want || h.type != io->type) {
             lethe_channel_set_error(ch,
                                     "memnode replied to an unknown request (%s id %llu, "
                                     "expected %s id %llu), %s slot %llu",
                                     lethe_proto_type_name(h.type), (unsigned long long)h.req_id,
-                                    lethe_proto_type_name(type), (unsigned long long)want, verb,
-                                    (unsigned long long)slots[at]);
+                                    lethe_proto_type_name(io->type), (unsigned long long)want,
+                                    io->verb, (unsigned long long)io->slots[at]);
             rc = -EPROTO;
             goto broken;
         }
-        long expect = lethe_proto_reply_len(type, cnt);
+        long expect = lethe_proto_reply_len(io->type, cnt);
         if ((long)h.length != expect) {
             lethe_channel_set_error(ch, "memnode reply has %u bytes, expected %ld, %s slot %llu",
-                                    h.length, expect, verb, (unsigned long long)slots[at]);
+                                    h.length, expect, io->verb, (unsigned long long)io->slots[at]);
             rc = -EPROTO;
             goto broken;
         }
-        if (type == LETHE_MSG_READ) {
+        if (io->type == LETHE_MSG_READ) {
             for (unsigned i = 0; i < cnt; i++)
-                tc->iov[i] = (struct iovec){.iov_base = pages[at + i], .iov_len = LETHE_PAGE_SIZE};
+                tc->iov[i] =
+                    (struct iovec){.iov_base = io->pages[at + i], .iov_len = LETHE_PAGE_SIZE};
             rc = lethe_mnc_recvv(&tc->c, tc->iov, (int)cnt, h.length, err);
             if (rc < 0) {
                 lethe_channel_set_error(ch, "memnode: %s, reading slot %llu (%u pages)", err,
-                                        (unsigned long long)slots[at], cnt);
+                                        (unsigned long long)io->slots[at], cnt);
                 goto broken;
             }
         }
-        done++;
+        io->done++;
+        rc = tcp_send_window(ch);
+        if (rc < 0)
+            return rc;
     }
     return 0;
 broken:
     tc->broken = true;
     return rc;
+}
+
+static int tcp_io(struct lethe_channel *ch, uint8_t type, const uint64_t *slots, void *const *pages,
+                  unsigned n)
+{
+    int rc = tcp_io_start(ch, type, slots, pages, n);
+    return rc < 0 ? rc : tcp_io_finish(ch);
 }
 
 static int tcp_read_batch(struct lethe_channel *ch, const uint64_t *slots, void *const *pages,
@@ -223,6 +263,12 @@ static int tcp_write_batch(struct lethe_channel *ch, const uint64_t *slots,
                            const void *const *pages, unsigned n)
 {
     return tcp_io(ch, LETHE_MSG_WRITE, slots, (void *const *)pages, n);
+}
+
+static int tcp_write_post(struct lethe_channel *ch, const uint64_t *slots,
+                          const void *const *pages, unsigned n)
+{
+    return tcp_io_start(ch, LETHE_MSG_WRITE, slots, (void *const *)pages, n);
 }
 
 /* The node never writes to the control connection unasked: readable means closed (or a
@@ -246,4 +292,6 @@ const struct lethe_transport_ops lethe_transport_tcp_ops = {
     .channel_close = tcp_channel_close,
     .read_batch = tcp_read_batch,
     .write_batch = tcp_write_batch,
+    .write_post = tcp_write_post,
+    .write_wait = tcp_io_finish,
 };

@@ -202,6 +202,28 @@ int lethe_channel_write_batch(struct lethe_channel *ch, const uint64_t *slots,
     return ch->t->ops->write_batch(ch, slots, pages, n);
 }
 
+int lethe_channel_write_post(struct lethe_channel *ch, const uint64_t *slots,
+                             const void *const *pages, unsigned n)
+{
+    int rc = check_slots(ch, slots, n);
+    if (rc < 0 || n == 0 || !ch->t->ops->write_post) {
+        ch->posted_rc = rc < 0 || n == 0 ? rc : ch->t->ops->write_batch(ch, slots, pages, n);
+        return 0;
+    }
+    ch->posted_rc = 1; /* the transport's own wait answers */
+    rc = ch->t->ops->write_post(ch, slots, pages, n);
+    if (rc < 0)
+        ch->posted_rc = rc;
+    return 0;
+}
+
+int lethe_channel_write_wait(struct lethe_channel *ch)
+{
+    int rc = ch->posted_rc;
+    ch->posted_rc = 0;
+    return rc == 1 ? ch->t->ops->write_wait(ch) : rc;
+}
+
 int lethe_channel_read_checked(struct lethe_channel *ch, uint64_t slot, void *page, uint64_t sum)
 {
     if (!ch->t->ops->read_checked)

@@ -23,6 +23,7 @@ struct lethe_channel {
     unsigned vcpu;
     char error[256];     /* why the last operation failed, naming the node */
     void *priv;
+    int posted_rc;       /* lethe_channel_write_post without the ops: the write's result */
 };
 
 struct lethe_transport_ops {
@@ -43,6 +44,12 @@ struct lethe_transport_ops {
                       unsigned n);
     int (*write_batch)(struct lethe_channel *ch, const uint64_t *slots, const void *const *pages,
                        unsigned n);
+    /* Optional, together: write_batch in two halves, so that multi.c has the writes to
+     * every copy on the wire at once. write_post sends and returns; write_wait collects the
+     * replies. Between them the pages stay as they are and the channel takes nothing else. */
+    int (*write_post)(struct lethe_channel *ch, const uint64_t *slots, const void *const *pages,
+                      unsigned n);
+    int (*write_wait)(struct lethe_channel *ch);
     /* Optional. With expected checksums (sums[i] 0: unknown): multi.c's replicas. */
     int (*read_checked)(struct lethe_channel *ch, const uint64_t *slots, void *const *pages,
                         const uint64_t *sums, unsigned n);

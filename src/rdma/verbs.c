@@ -69,6 +69,10 @@ struct verbs_chan {
     uint32_t rkey;
     bool connected;
     bool broken;
+    /* the operations posted and not yet completed (verbs_wait) */
+    enum ibv_wr_opcode op;
+    const uint64_t *slots;
+    unsigned posted;
 };
 
 static uint64_t now_ns(void)
@@ -367,8 +371,9 @@ static void verbs_channel_close(struct lethe_channel *ch)
     chan_teardown(ch->priv);
 }
 
-/* Posts n one-sided operations between staging and the remote slots and waits for all. */
-static int post_and_wait(struct lethe_channel *ch, enum ibv_wr_opcode op, const uint64_t *slots,
+/* Posts n one-sided operations between staging and the remote slots; verbs_wait waits for
+ * them. */
+static int verbs_post(struct lethe_channel *ch, enum ibv_wr_opcode op, const uint64_t *slots,
                          unsigned n)
 {
     struct verbs_chan *vc = ch->priv;
@@ -404,6 +409,22 @@ static int post_and_wait(struct lethe_channel *ch, enum ibv_wr_opcode op, const 
         vc->broken = true;
         return -rc;
     }
+    vc->op = op;
+    vc->slots = slots;
+    vc->posted = n;
+    return 0;
+}
+
+/* Waits for the operations verbs_post posted. */
+static int verbs_wait(struct lethe_channel *ch)
+{
+    struct verbs_chan *vc = ch->priv;
+    struct verbs_remote *r = ch->t->priv;
+    const char *verb = vc->op == IBV_WR_RDMA_READ ? "RDMA READ" : "RDMA WRITE";
+    const uint64_t *slots = vc->slots;
+    unsigned n = vc->posted;
+    vc->posted = 0;
+    const char *gone;
     unsigned done = 0;
     uint64_t deadline = 0;
     struct ibv_wc wc[16];
@@ -450,6 +471,13 @@ static int post_and_wait(struct lethe_channel *ch, enum ibv_wr_opcode op, const 
     return 0;
 }
 
+static int post_and_wait(struct lethe_channel *ch, enum ibv_wr_opcode op, const uint64_t *slots,
+                         unsigned n)
+{
+    int rc = verbs_post(ch, op, slots, n);
+    return rc < 0 ? rc : verbs_wait(ch);
+}
+
 static int verbs_read_batch(struct lethe_channel *ch, const uint64_t *slots, void *const *pages,
                             unsigned n)
 {
@@ -470,8 +498,10 @@ static int verbs_read_batch(struct lethe_channel *ch, const uint64_t *slots, voi
     return 0;
 }
 
-static int verbs_write_batch(struct lethe_channel *ch, const uint64_t *slots,
-                             const void *const *pages, unsigned n)
+/* Writes all but the last staging-full of pages, and posts the last one: verbs_wait
+ * completes it. */
+static int verbs_write_post(struct lethe_channel *ch, const uint64_t *slots,
+                            const void *const *pages, unsigned n)
 {
     struct verbs_chan *vc = ch->priv;
     if (vc->broken) {
@@ -483,11 +513,20 @@ static int verbs_write_batch(struct lethe_channel *ch, const uint64_t *slots,
         unsigned cnt = n - at < vc->cap ? n - at : vc->cap;
         for (unsigned i = 0; i < cnt; i++)
             memcpy(vc->staging + (size_t)i * LETHE_PAGE_SIZE, pages[at + i], LETHE_PAGE_SIZE);
-        int rc = post_and_wait(ch, IBV_WR_RDMA_WRITE, slots + at, cnt);
+        int rc = verbs_post(ch, IBV_WR_RDMA_WRITE, slots + at, cnt);
+        if (rc == 0 && at + cnt < n)
+            rc = verbs_wait(ch);
         if (rc < 0)
             return rc;
     }
     return 0;
+}
+
+static int verbs_write_batch(struct lethe_channel *ch, const uint64_t *slots,
+                             const void *const *pages, unsigned n)
+{
+    int rc = verbs_write_post(ch, slots, pages, n);
+    return rc < 0 ? rc : verbs_wait(ch);
 }
 
 static const char *verbs_gone(struct lethe_transport *t)
@@ -505,4 +544,6 @@ const struct lethe_transport_ops lethe_transport_verbs_ops = {
     .channel_close = verbs_channel_close,
     .read_batch = verbs_read_batch,
     .write_batch = verbs_write_batch,
+    .write_post = verbs_write_post,
+    .write_wait = verbs_wait,
 };
