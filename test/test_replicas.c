@@ -15,9 +15,11 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 
 #include "core/checksum.h"
+#include "core/log.h"
 #include "core_stress.h"
 #include "transport_checks.h"
 
@@ -271,8 +273,32 @@ Test(replicas, a_restarted_node_rejoins_empty_and_takes_copies_again)
     char port[16], token[LETHE_TOKEN_MAX + 1];
     snprintf(port, sizeof(port), "%s", strrchr(nodes[1].tcp, ':') + 1);
     snprintf(token, sizeof(token), "%s", nodes[1].token);
+    char logpath[64];
+    snprintf(logpath, sizeof(logpath), "/tmp/lethe-replicas-%d.log", (int)getpid());
+    int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert_geq(logfd, 0);
+    lethe_log_set_fd(logfd);
     mn_signal_wait(&nodes[1], SIGKILL);
     check_all(ch, buf, sums, 1); /* all from node 0 */
+    mn_sleep_ms(3500);           /* three tries or more to reconnect, all refused */
+    lethe_log_set_fd(2);
+    close(logfd);
+    /* the first refused try is logged with its reason, the others only at debug */
+    unsigned refused = 0, not_back = 0;
+    FILE *lf = fopen(logpath, "r");
+    cr_assert(lf);
+    char line[1024];
+    while (fgets(line, sizeof(line), lf)) {
+        fputs(line, stderr);
+        if (strstr(line, nodes[1].tcp) && strstr(line, " error: "))
+            refused++;
+        if (strstr(line, "is not back"))
+            not_back++;
+    }
+    fclose(lf);
+    unlink(logpath);
+    cr_assert_eq(refused, 1, "the lost node's refused reconnects logged %u errors, not 1", refused);
+    cr_assert_eq(not_back, 1);
     struct mn_proc again;
     struct mn_opts o = {.capacity = "16M", .port = port, .token = token};
     cr_assert_eq(mn_start(&again, &o), 0);

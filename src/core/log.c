@@ -14,6 +14,7 @@ static bool log_level_pinned; /* LETHE_LOG was set: the config may not override 
 static int log_fd = 2;
 static char log_program[32] = "lethe";
 static __thread char log_role[32];
+static __thread int log_cap = LETHE_LOG_ERROR;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -95,8 +96,15 @@ bool lethe_log_enabled(enum lethe_log_level level)
     return level >= log_level;
 }
 
+void lethe_log_cap_thread(enum lethe_log_level most)
+{
+    log_cap = (int)most;
+}
+
 void lethe_vlogf(enum lethe_log_level level, const char *fmt, va_list ap)
 {
+    if ((int)level > log_cap)
+        level = (enum lethe_log_level)log_cap;
     if (!lethe_log_enabled(level))
         return;
     int saved_errno = errno;

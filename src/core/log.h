@@ -30,6 +30,9 @@ int lethe_log_parse_level(const char *s, enum lethe_log_level *out);
 const char *lethe_log_level_name(enum lethe_log_level level);
 /* The calling thread's role in every line it logs (at most 31 characters are kept). */
 void lethe_log_set_role(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Lines the calling thread logs above `most` are logged at `most` instead (a retry loop's
+ * repeated failures go to debug); LETHE_LOG_ERROR lifts the cap. */
+void lethe_log_cap_thread(enum lethe_log_level most);
 /* Where lines go (default: standard error). */
 void lethe_log_set_fd(int fd);
 

@@ -80,6 +80,7 @@ struct mnode {
     char why[160];              /* why it was lost (written before state turns LOST) */
     uint64_t lost_ns;
     uint64_t last_try_ns;
+    unsigned away_tries; /* failed rejoins since it was last seen live (repair thread only) */
     /* free chunks of the current generation: a stack, under multi.lock */
     uint32_t *free;
     uint32_t nfree, nchunks;
@@ -816,6 +817,7 @@ static void check_nodes(struct lethe_transport *t, uint64_t now)
     for (unsigned i = 0; i < m->n; i++) {
         struct mnode *nd = &m->node[i];
         if (__atomic_load_n(&nd->state, __ATOMIC_ACQUIRE) == NODE_LIVE) {
+            nd->away_tries = 0;
             const char *why = lethe_transport_gone(nd->t);
             if (why)
                 mark_lost(m, i, __atomic_load_n(&nd->gen, __ATOMIC_RELAXED), why);
@@ -827,9 +829,18 @@ static void check_nodes(struct lethe_transport *t, uint64_t now)
         struct lethe_transport *old = nd->t;
         uint64_t share = old ? lethe_transport_pages(old) * LETHE_PAGE_SIZE : 0;
         struct lethe_transport *fresh = NULL;
+        /* The first failed try says why; the ones after it (every REJOIN_NS) go to debug. */
+        if (nd->away_tries)
+            lethe_log_cap_thread(LETHE_LOG_DEBUG);
         int rc = open_node(t, i, share, &fresh, 1000000);
-        if (rc < 0)
-            continue; /* still away: the open logged why */
+        lethe_log_cap_thread(LETHE_LOG_ERROR);
+        if (rc < 0) {
+            if (nd->away_tries++ == 0)
+                lethe_warn("memnode %s is not back (above); trying again every %u ms, logging "
+                           "only its return",
+                           nd->addr, (unsigned)(REJOIN_NS / 1000000));
+            continue;
+        }
         pthread_mutex_lock(&m->lock);
         if (m->nretired < MULTI_RETIRED && old)
             m->retired[m->nretired++] = old;

@@ -33,6 +33,10 @@
 #                       its last slot reached; then lethed with the shipped [transport]
 #                       (remote_size = 4G, connect_timeout = 5s) runs a program over it.
 #                       Needs ~5 GiB of guest memory (run-vm-suite.sh boots with 6G)
+#   verbs_replicas      three memory nodes over RDMA, replicas = 2: one node is killed while a
+#                       program under lethed swaps through them; the program runs to the end
+#                       with its output as without Lethe, and the summary says 2 of 3 nodes
+#                       live and that copies were re-created
 # A missing program fails its case, unless LETHE_RDMA_ALLOW_MISSING=1 (then it is skipped).
 set -u
 
@@ -46,7 +50,8 @@ BIN=$BUILD/bin
 RDMA_BIN=$BUILD/test-rdma
 
 ALL_CASES="rdma_sanity uffd_kernel fault_tests verbs_tests verbs_transport verbs_isolation
-           verbs_bad_token lethed_verbs lethed_embedded_verbs verbs_node_killed verbs_real_size"
+           verbs_bad_token lethed_verbs lethed_embedded_verbs verbs_node_killed verbs_real_size
+           verbs_replicas"
 CASES=${LETHE_RDMA_CASES:-$ALL_CASES}
 
 now() { date +%s.%N; }
@@ -216,7 +221,7 @@ max_clients = 16
 token_file = $TOKEN
 EOF
     need "$BIN/memnode"
-    MEMNODE_LOG=$LOGS/memnode-$CASE.log
+    MEMNODE_LOG=$LOGS/memnode-$CASE-$1.log
     bg "$BIN/memnode" -c "$conf" > "$MEMNODE_LOG" 2>&1
     MEMNODE_PID=${BG_PIDS[-1]}
     NODE=$IP:$1
@@ -446,6 +451,50 @@ case_verbs_node_killed() {
         "${app_took} s after the kill"
     expect_not /tmp/app.out 'heap-churn: ok' "the program did not run on as if nothing happened"
     expect_not /tmp/app.err 'WRONG DATA' "the program never read a wrong (zero) page"
+}
+
+# Several nodes over verbs with two copies of every page: losing one node mid-run costs the
+# program nothing.
+case_verbs_replicas() {
+    need "$BIN/lethed" "$BUILD/lib/liblethe.so" "$PROGS/rdma_heap_churn"
+    local pids=() i rc want s app
+    "$PROGS/rdma_heap_churn" 24 3 2 > /tmp/native || fail "rdma_heap_churn fails without Lethe"
+    want=$(grep 'heap-churn: ok' /tmp/native)
+    for i in 0 1 2; do
+        start_memnode $((7410 + i)) $((7490 + i)) 128M
+        pids+=("$MEMNODE_PID")
+    done
+    lethe_conf /tmp/lethe-replicas.conf 7410 4M
+    sed -i "s|^memnode = .*|memnode = $IP:7410,$IP:7411,$IP:7412|; s|^remote_size = .*|remote_size = 96M|" \
+        /tmp/lethe-replicas.conf
+    sed -i '/^remote_size = /a replicas = 2' /tmp/lethe-replicas.conf
+    cat /tmp/lethe-replicas.conf
+    s=$(now)
+    bg timeout 300 "$BIN/lethed" -c /tmp/lethe-replicas.conf -- "$PROGS/rdma_heap_churn" 24 3 2 \
+        > /tmp/app.out 2> /tmp/app.err
+    app=${BG_PIDS[-1]}
+    wait_for /tmp/app.err 'swapper started' 60 ||
+        { cat /tmp/app.err; fail "lethed never got going"; }
+    sleep 3
+    kill -0 "$app" 2>/dev/null ||
+        { cat /tmp/app.out /tmp/app.err; fail "the program ended before a node could be killed"; }
+    kill -KILL "${pids[0]}"
+    echo "memnode $IP:7410 (pid ${pids[0]}) killed with SIGKILL $(elapsed "$s") s into the run"
+    wait "$app"
+    rc=$?
+    echo "lethed ran for $(elapsed "$s") s, exit $rc"
+    cat /tmp/app.out /tmp/app.err
+    [ $rc -eq 0 ] || fail "lethed with replicas = 2 exited $rc after losing one of three nodes"
+    expect /tmp/app.out "^${want}\$" \
+        "the program's output with a node killed mid-run equals its output without Lethe"
+    expect /tmp/app.err "memnode $IP:7410.*lost|lost.*$IP:7410" "the lost node was reported"
+    expect /tmp/app.err "2 of 3 memory nodes live, 2 replicas" \
+        "the summary counts 2 of 3 nodes live and 2 replicas"
+    expect /tmp/app.err "redundancy restored: [0-9]+ pages copied" \
+        "the copies the lost node held were re-created on the other two"
+    expect_not /tmp/app.err 'WRONG DATA' "the program never read a wrong page"
+    kill -TERM "${pids[1]}" "${pids[2]}"
+    wait "${pids[1]}" "${pids[2]}"
 }
 
 # The verbs path at the size Lethe ships with. Without on-demand paging every page of a

@@ -14,7 +14,7 @@
 # Environment:
 #   LETHE_RDMA_VM     the tool (default: SOURCE_DIR/../shared/tools/rdma-vm)
 #   LETHE_RDMA_CASES  space-separated subset of cases (default: all; see guest-suite.sh)
-#   RDMA_VM_TIMEOUT   passed to the tool (default here: 450 s)
+#   RDMA_VM_TIMEOUT   passed to the tool (default here: 600 s)
 #   RDMA_VM_MEM       guest memory, passed to the tool (default here: 6G, not the tool's 2G:
 #                     rxe has no on-demand paging, so the verbs_real_size case's node pins
 #                     the 4G it lends; QEMU allocates guest memory only as it is touched)
@@ -70,7 +70,7 @@ case "$build/" in
 esac
 export RDMA_VM_SHARE="${RDMA_VM_SHARE:+$RDMA_VM_SHARE:}$src"
 cd -- "$build" || exit 1
-RDMA_VM_MEM=${RDMA_VM_MEM:-6G} RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-450} "$tool" /bin/bash "$src/test/rdma/guest-suite.sh" \
+RDMA_VM_MEM=${RDMA_VM_MEM:-6G} RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} "$tool" /bin/bash "$src/test/rdma/guest-suite.sh" \
     "$src" "$build" "$logs"
 rc=$?
 end=$(date +%s.%N)
