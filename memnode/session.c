@@ -21,6 +21,7 @@
 #include <event2/bufferevent.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,6 +198,28 @@ static int handle_auth(struct mn_conn *c, const struct lethe_proto_request *req)
     return 0;
 }
 
+/* Frees the connections whose peer has closed its end while the loop has not handled the
+ * close yet, and says whether it freed any. An ALLOC that does not fit calls it first: the
+ * asker may be a program's next image (a program that execs itself connects again at once),
+ * and the old image's connection, closed by the exec, still holds its region. Freeing a
+ * region frees the connections attached to it, so the scan starts over after each. */
+static bool reap_closed(struct lethe_memnode *n, const struct mn_conn *self)
+{
+    bool freed = false;
+    for (struct mn_conn *c = n->conns; c;) {
+        struct pollfd p = {.fd = bufferevent_getfd(c->bev), .events = POLLRDHUP};
+        if (c != self && p.fd >= 0 && poll(&p, 1, 0) == 1 &&
+            (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+            mn_conn_free(c);
+            freed = true;
+            c = n->conns;
+            continue;
+        }
+        c = c->next;
+    }
+    return freed;
+}
+
 static int handle_alloc(struct mn_conn *c, const struct lethe_proto_request *req)
 {
     struct lethe_memnode *n = c->node;
@@ -218,6 +241,8 @@ static int handle_alloc(struct mn_conn *c, const struct lethe_proto_request *req
                     "this memnode has no RDMA listener (rdma_listen = off)");
         return 0;
     }
+    if (n->nregions >= n->cfg.max_clients || bytes > mn_capacity_left(n))
+        reap_closed(n, c);
     if (n->nregions >= n->cfg.max_clients) {
         reply_error(c, LETHE_MSG_ALLOC, id, EUSERS,
                     "memnode full: max_clients (%u) clients already hold regions",

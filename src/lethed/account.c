@@ -100,7 +100,10 @@ static void warn_once(struct lethed_account *a, const char *command)
 {
     const struct lethed_account_sample *s = &a->last;
     uint64_t own = s->rss - s->node;
-    if (a->warned || s->outside * 2 <= own || s->outside < LETHED_ACCOUNT_WARN_FLOOR)
+    /* A program starting up holds little but its interpreter or loader: what is outside
+     * then says nothing about where its memory will be. */
+    if (a->warned || s->outside * 2 <= own || s->outside < LETHED_ACCOUNT_WARN_FLOOR ||
+        a->sampled_ns - a->first_ns < LETHED_ACCOUNT_INTERVAL_NS)
         return;
     a->warned = true;
     char top[3 * 160] = "";
@@ -132,6 +135,8 @@ void lethed_account_update(struct lethed_account *a, int pid,
     if (rc < 0)
         return;
     a->last = s;
+    if (!a->valid)
+        a->first_ns = now;
     a->valid = true;
     a->sampled_ns = now;
     if (s.rss - s.node > a->rss_peak)

@@ -44,6 +44,7 @@ struct lethed_account {
     uint64_t rss_peak, outside_peak;
     double managed_share; /* of the last sample, 0..1 */
     uint64_t sampled_ns;  /* CLOCK_MONOTONIC of the last sample */
+    uint64_t first_ns;    /* and of the first: no warning in the program's first second */
     bool warned;
 };
 

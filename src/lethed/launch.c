@@ -72,6 +72,7 @@ struct run {
     int sigfd;
     struct event *sig_event;
     struct event *account_timer;
+    unsigned account_delay_ms; /* until the next sample: 100 ms doubling to 1 s */
     struct lethe_stats_snapshot *account_snap; /* scratch for the timer: big, not on the stack */
     struct lethed_control *control;
     struct lethe_config effective;
@@ -194,9 +195,11 @@ static int start_embedded_memnode(struct run *r)
 
     struct lethe_memnode_config mc;
     lethe_memnode_config_defaults(&mc);
-    /* Room for the program and for a successor image (a program that execs itself connects
-     * again before the node has necessarily seen the first connection close). */
-    mc.capacity = cfg->remote_size * 2;
+    /* What the program may use, no more: a program that execs itself asks again from its
+     * new image, and the node first frees the regions of connections already closed (the
+     * exec closed the old image's), so the successor fits. With transport = verbs on a
+     * device without on-demand paging the node locks all of it at start-up. */
+    mc.capacity = cfg->remote_size;
     mc.max_clients = 4;
     mc.log_level = cfg->log_level;
     snprintf(mc.token_file, sizeof(mc.token_file), "%s", s->token_path);
@@ -324,7 +327,17 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* About once a second while the program runs: what it holds resident (account.h). */
+/* While the program runs, what it holds resident (account.h): 100 ms after the start, then
+ * at 300, 700 and 1,500 ms, then once a second, so that a program done in under a second
+ * still has its figures in the summary (the kernel's are gone once it has exited). */
+static int account_schedule(struct run *r)
+{
+    unsigned ms = r->account_delay_ms ? r->account_delay_ms : 100;
+    r->account_delay_ms = ms * 2 < 1000 ? ms * 2 : 1000;
+    struct timeval in = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return event_add(r->account_timer, &in);
+}
+
 static void on_account_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -335,6 +348,7 @@ static void on_account_timer(evutil_socket_t fd, short what, void *arg)
     bool have = lethe_stats_shm_read(r->s.shm, r->account_snap) == 0;
     lethed_account_update(&r->s.account, (int)r->s.pid, have ? r->account_snap : NULL, r->s.command,
                           true);
+    account_schedule(r);
 }
 
 static int setup_signals(struct run *r)
@@ -528,10 +542,9 @@ static int prepare(struct run *r, int argc, char **argv)
         lethe_error("cannot watch signals");
         return 1;
     }
-    struct timeval every = {.tv_sec = 0, .tv_usec = 1000000 - 1};
     r->account_snap = calloc(1, sizeof(*r->account_snap));
-    r->account_timer = event_new(s->base, -1, EV_PERSIST, on_account_timer, r);
-    if (!r->account_snap || !r->account_timer || event_add(r->account_timer, &every) != 0) {
+    r->account_timer = event_new(s->base, -1, 0, on_account_timer, r);
+    if (!r->account_snap || !r->account_timer || account_schedule(r) != 0) {
         lethe_error("cannot start sampling the program's memory");
         return 1;
     }
