@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 
 #include "core_stress.h"
+#include "stress_app.h"
 #include "memnode_harness.h"
 #include "rdma/client.h"
 
@@ -70,109 +71,7 @@ static void node_wait_idle(void)
 TestSuite(remote_failure, .init = start_node, .fini = stop_node);
 TestSuite(remote_start, .init = start_node, .fini = stop_node);
 
-/* --- the application, in a child process --- */
-
-struct app {
-    pid_t pid;
-    int ready_fd; /* one byte arrives once the child swaps */
-    char err_path[128];
-};
-
-#define APP_MISMATCH  3 /* the child read a page that did not hold what it last wrote */
-#define APP_NO_START  4
-#define APP_RUN_ENDED 5 /* the run ended with no error: the node's failure went unnoticed */
-
-static void app_start(struct app *a, const struct lethe_config *c, unsigned threads)
-{
-    static int seq;
-    snprintf(a->err_path, sizeof(a->err_path), "/tmp/lethe-e2e-%d-%d.err", getpid(), seq++);
-    int p[2];
-    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
-    fflush(stdout);
-    fflush(stderr);
-    a->pid = fork();
-    cr_assert_geq(a->pid, 0);
-    if (a->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        const int sigs[] = {SIGABRT, SIGSEGV, SIGBUS, SIGALRM, SIGTERM};
-        for (unsigned i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-            signal(sigs[i], SIG_DFL);
-        close(p[0]);
-        int fd = open(a->err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-            _exit(126);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        lethe_log_init("remote-app");
-        struct stress_result r = stress_run_config(c, threads, 20.0, p[1]);
-        fprintf(stderr, "remote-app: run ended: lethe_start %d, %lu mismatches%s%s\n", r.start_rc,
-                r.mismatches, r.error[0] ? ": " : "", r.error);
-        fflush(stderr);
-        _exit(r.start_rc ? APP_NO_START : r.mismatches ? APP_MISMATCH : APP_RUN_ENDED);
-    }
-    close(p[1]);
-    a->ready_fd = p[0];
-}
-
-static char *app_output(const struct app *a)
-{
-    FILE *f = fopen(a->err_path, "r");
-    if (!f)
-        return strdup("(no output file)");
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap + 1);
-    len = fread(buf, 1, cap, f);
-    buf[len] = '\0';
-    fclose(f);
-    return buf;
-}
-
-static void app_cleanup(struct app *a)
-{
-    if (a->pid > 0) {
-        kill(a->pid, SIGKILL);
-        waitpid(a->pid, NULL, 0);
-        a->pid = 0;
-    }
-    if (a->ready_fd >= 0)
-        close(a->ready_fd);
-    a->ready_fd = -1;
-    unlink(a->err_path);
-}
-
-/* Waits until the child swaps (pages went out and came back). */
-static void app_wait_swapping(struct app *a)
-{
-    struct pollfd pfd = {.fd = a->ready_fd, .events = POLLIN};
-    char b = 0;
-    if (poll(&pfd, 1, 15000) == 1 && read(a->ready_fd, &b, 1) == 1)
-        return;
-    char *out = app_output(a);
-    app_cleanup(a);
-    cr_log_error("the application's output:\n%s", out);
-    free(out);
-    cr_assert_fail("the application never swapped");
-}
-
-/* Waits (20 s at most) for the child to end and returns its wait status; a child still
- * running then is killed and fails the test: it hung on a dead node. */
-static int app_wait_end(struct app *a)
-{
-    for (int i = 0; i < 2000; i++) {
-        int status;
-        if (waitpid(a->pid, &status, WNOHANG) == a->pid) {
-            a->pid = 0;
-            return status;
-        }
-        mn_sleep_ms(10);
-    }
-    char *out = app_output(a);
-    app_cleanup(a);
-    cr_log_error("the application's output:\n%s", out);
-    free(out);
-    cr_assert_fail("the application hung for 20 s after its memory node failed");
-    return -1;
-}
+/* --- the application, in a child process (stress_app.h) --- */
 
 /* The line of out that names a page (vpn), the node and one of the causes, or NULL. */
 static const char *line_naming(const char *out, const char *nodedesc, const char *const *causes)
@@ -210,9 +109,7 @@ static void app_assert_clear_death(struct app *a, int status, const char *nodede
     if (wrong_data || !stopped || !line)
         cr_log_error("the application's output:\n%s", out);
     free(out);
-    unlink(a->err_path);
-    close(a->ready_fd);
-    a->ready_fd = -1;
+    app_cleanup(a);
     cr_assert(!wrong_data, "the application read wrong data after its node failed");
     cr_assert(stopped, "the application did not stop (wait status 0x%x)", status);
     cr_assert(line, "no line names the page (vpn), the node '%s' and the cause ('%s'...)", nodedesc,
@@ -242,10 +139,10 @@ static void node_dies_mid_run(enum lethe_transport_kind kind, enum lethe_deliver
     const char *addr = kind == LETHE_TRANSPORT_SHM ? node.sock : node.tcp;
     struct lethe_config c = app_config(kind, addr, d, r);
     struct app a;
-    app_start(&a, &c, 2);
+    app_start(&a, &c, 2, 20.0, "remote-app");
     app_wait_swapping(&a);
     mn_signal_wait(&node, sig);
-    int status = app_wait_end(&a);
+    int status = app_wait_end(&a, 20, "the application hung for 20 s after its memory node failed");
     char desc[200];
     node_desc(kind, addr, desc, sizeof(desc));
     app_assert_clear_death(&a, status, desc, closed_causes);
@@ -323,10 +220,10 @@ Test(remote_failure, shm_pages_corrupted_in_the_node_stop_the_app_with_a_checksu
     struct lethe_config c =
         app_config(LETHE_TRANSPORT_SHM, node.sock, LETHE_DELIVERY_THREAD, LETHE_RECLAIM_DIRECT);
     struct app a;
-    app_start(&a, &c, 2);
+    app_start(&a, &c, 2, 20.0, "remote-app");
     app_wait_swapping(&a);
     cr_assert_eq(corrupt_node_memory(node.pid), 1, "the node lends one region");
-    int status = app_wait_end(&a);
+    int status = app_wait_end(&a, 20, "the application hung for 20 s after its memory node failed");
     char desc[200];
     node_desc(LETHE_TRANSPORT_SHM, node.sock, desc, sizeof(desc));
     app_assert_clear_death(&a, status, desc, corrupt_causes);
@@ -522,13 +419,13 @@ static void relay_misbehaves(enum relay_mode mode, bool cut, const char *const *
     relay_listen(&r, node.tcp);
     struct lethe_config c = app_config(LETHE_TRANSPORT_TCP, r.addr, d, rc);
     struct app a;
-    app_start(&a, &c, 2);
+    app_start(&a, &c, 2, 20.0, "remote-app");
     relay_run(&r);
     app_wait_swapping(&a);
     atomic_store(&r.mode, (int)mode);
     if (cut)
         relay_cut(&r);
-    int status = app_wait_end(&a);
+    int status = app_wait_end(&a, 20, "the application hung for 20 s after its memory node failed");
     relay_stop(&r);
     char desc[200];
     node_desc(LETHE_TRANSPORT_TCP, r.addr, desc, sizeof(desc));
