@@ -199,25 +199,22 @@ static int handle_auth(struct mn_conn *c, const struct lethe_proto_request *req)
 }
 
 /* Frees the connections whose peer has closed its end while the loop has not handled the
- * close yet, and says whether it freed any. An ALLOC that does not fit calls it first: the
+ * close yet. An ALLOC that does not fit calls it first: the
  * asker may be a program's next image (a program that execs itself connects again at once),
  * and the old image's connection, closed by the exec, still holds its region. Freeing a
  * region frees the connections attached to it, so the scan starts over after each. */
-static bool reap_closed(struct lethe_memnode *n, const struct mn_conn *self)
+static void reap_closed(struct lethe_memnode *n, const struct mn_conn *self)
 {
-    bool freed = false;
     for (struct mn_conn *c = n->conns; c;) {
         struct pollfd p = {.fd = bufferevent_getfd(c->bev), .events = POLLRDHUP};
         if (c != self && p.fd >= 0 && poll(&p, 1, 0) == 1 &&
             (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
             mn_conn_free(c);
-            freed = true;
             c = n->conns;
             continue;
         }
         c = c->next;
     }
-    return freed;
 }
 
 static int handle_alloc(struct mn_conn *c, const struct lethe_proto_request *req)

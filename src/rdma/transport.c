@@ -208,13 +208,11 @@ int lethe_channel_write_post(struct lethe_channel *ch, const uint64_t *slots,
     int rc = check_slots(ch, slots, n);
     if (rc < 0 || n == 0 || !ch->t->ops->write_post) {
         ch->posted_rc = rc < 0 || n == 0 ? rc : ch->t->ops->write_batch(ch, slots, pages, n);
-        return 0;
+        return ch->posted_rc;
     }
-    ch->posted_rc = 1; /* the transport's own wait answers */
     rc = ch->t->ops->write_post(ch, slots, pages, n);
-    if (rc < 0)
-        ch->posted_rc = rc;
-    return 0;
+    ch->posted_rc = rc < 0 ? rc : 1; /* 1: the transport's own wait answers */
+    return rc;
 }
 
 int lethe_channel_write_wait(struct lethe_channel *ch)

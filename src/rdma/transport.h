@@ -84,8 +84,9 @@ int lethe_channel_write_batch(struct lethe_channel *ch, const uint64_t *slots,
                               const void *const *pages, unsigned n);
 /* lethe_channel_write_batch in two halves: post sends the pages and returns without waiting
  * where the transport can (tcp, verbs), wait finishes and returns what write_batch would
- * have. Elsewhere the whole write happens in post. Every post is followed by one wait;
- * between them the pages stay as they are and the channel takes no other operation. */
+ * have. Elsewhere the whole write happens in post. Every post is followed by one wait, which
+ * also reports a failure that post already returned; between them the pages stay as they
+ * are and the channel takes no other operation. */
 int lethe_channel_write_post(struct lethe_channel *ch, const uint64_t *slots,
                              const void *const *pages, unsigned n);
 int lethe_channel_write_wait(struct lethe_channel *ch);
